@@ -1,0 +1,162 @@
+"""Expert episode collection: scripted experts from fresh seeded starts, written to one HDF5 file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.env import DEFAULT_CAMERA, DEFAULT_MAX_STEPS, SimEnv
+from sim.episodes import DatasetSummary, Episode, EpisodeWriter, check_writable, validate_file
+from sim.errors import InputError
+from sim.parallel import Pool, resolve_workers
+from sim.perturb import Perturbation, parse_perturbation
+from sim.tasks import get_task, resolve_tasks
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class CollectConfig:
+    tasks: tuple[str, ...]
+    episodes: int  # successful episodes per task (or all episodes with keep_failures)
+    perturbation: Perturbation = field(default_factory=Perturbation)
+    action_noise: float = 0.0
+    seed: int = 0
+    camera: str = DEFAULT_CAMERA
+    image_size: int = 64
+    max_steps: int = DEFAULT_MAX_STEPS
+    keep_failures: bool = False
+    workers: int = 0  # 0: one per available core
+    stream: str = "collect"
+
+    def __post_init__(self) -> None:
+        self.tasks = resolve_tasks(self.tasks)
+        if isinstance(self.perturbation, str):
+            self.perturbation = parse_perturbation(self.perturbation)
+        if self.episodes <= 0:
+            raise InputError(f"episodes must be positive, got {self.episodes}")
+        if not 0.0 <= self.action_noise <= 1.0:
+            raise InputError(f"action noise must be in [0, 1], got {self.action_noise}")
+        if self.max_steps <= 0:
+            raise InputError(f"max steps must be positive, got {self.max_steps}")
+
+
+_ENVS: dict[tuple, SimEnv] = {}
+
+
+def _env(task: str, camera: str, size: int, max_steps: int) -> SimEnv:
+    key = (task, camera, size, max_steps)
+    if key not in _ENVS:
+        for old in list(_ENVS):
+            _ENVS.pop(old).close()  # tasks run one after another: keep one environment per process
+        _ENVS[key] = SimEnv(task, camera=camera, image_size=size, max_steps=max_steps)
+    return _ENVS[key]
+
+
+def run_expert_episode(cfg: CollectConfig, task: str, index: int) -> Episode:
+    """One expert episode; deterministic in (seed, task, index, perturbation, noise)."""
+    from sim.experts import ExpertPolicy
+
+    env = _env(task, cfg.camera, cfg.image_size, cfg.max_steps)
+    start = env.sample_start(cfg.perturbation, seed=cfg.seed, index=index, stream=cfg.stream)
+    obs = env.reset(start)
+    start_positions = {"object_pos": env.object_pos().tolist(), "goal_pos": env.goal_pos().tolist(),
+                       "hand_pos": env.hand_pos().tolist()}
+    expert = ExpertPolicy(task)
+    noise_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, index, 7919]))
+    frames, proprio, env_obs, acts, clean, rews, succ, states = [], [], [], [], [], [], [], []
+    success = False
+    while not env.done and not success:
+        frames.append(obs.frame)
+        proprio.append(obs.proprio)
+        env_obs.append(obs.env_obs)
+        states.append(env.state())
+        a_clean = expert(obs.env_obs)
+        a = a_clean
+        if cfg.action_noise > 0:
+            a = np.clip(a_clean + noise_rng.normal(0.0, cfg.action_noise, 4), -1.0, 1.0).astype(np.float32)
+        obs, r, success = env.step(a)
+        acts.append(a)
+        clean.append(a_clean)
+        rews.append(r)
+        succ.append(success)
+    return Episode(
+        task=task,
+        instruction=get_task(task).instruction,
+        frames=np.stack(frames),
+        proprio=np.stack(proprio),
+        actions=np.stack(acts),
+        expert_actions=np.stack(clean),
+        rewards=np.asarray(rews, np.float32),
+        successes=np.asarray(succ, bool),
+        states=np.stack(states),
+        env_obs=np.stack(env_obs),
+        start=start,
+        action_noise=cfg.action_noise,
+        attrs={"index": index, **start_positions},
+    )
+
+
+@dataclass
+class CollectReport:
+    summary: DatasetSummary
+    attempts: dict[str, int]
+    kept: dict[str, int]
+    shortfall: dict[str, int]
+
+
+def collect(cfg: CollectConfig, out: str, progress: ProgressFn | None = None) -> CollectReport:
+    """Collect `cfg.episodes` per task into `out`; the file appears only when complete."""
+    check_writable(out)
+    total = cfg.episodes * len(cfg.tasks)
+    max_attempts = 3 * cfg.episodes + 5
+    meta = {
+        "collector": "vlarft collect",
+        "perturbation": cfg.perturbation.name,
+        "action_noise": cfg.action_noise,
+        "seed": cfg.seed,
+        "max_steps": cfg.max_steps,
+    }
+    attempts: dict[str, int] = {}
+    kept: dict[str, int] = {}
+    done = 0
+    workers = resolve_workers(cfg.workers, cfg.episodes)
+    with EpisodeWriter(out, cfg.camera, cfg.image_size, meta) as writer, Pool(workers) as pool:
+        for task in cfg.tasks:
+            # Units are (task, index); a failed expert episode is replaced by the next index, so the
+            # kept set is the first N successes in index order whatever the completion order.
+            next_index = 0
+            futures = {}
+            for _ in range(cfg.episodes):
+                futures[pool.submit(run_expert_episode, cfg, task, next_index)] = next_index
+                next_index += 1
+            ready: dict[int, Episode | None] = {}
+            while futures:
+                finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    idx = futures.pop(fut)
+                    ep = fut.result()
+                    keep = ep.success or cfg.keep_failures
+                    ready[idx] = ep if keep else None
+                    if not keep and next_index < max_attempts:
+                        futures[pool.submit(run_expert_episode, cfg, task, next_index)] = next_index
+                        next_index += 1
+                    if keep:
+                        done += 1
+                        if progress:
+                            progress(done, total, task)
+            written = 0
+            for idx in sorted(ready):
+                ep = ready[idx]
+                if ep is not None and written < cfg.episodes:
+                    writer.add(ep)
+                    written += 1
+            attempts[task] = next_index
+            kept[task] = written
+            done += cfg.episodes - written  # count a shortfall as finished work for the progress bar
+    summary = validate_file(out)
+    shortfall = {t: cfg.episodes - k for t, k in kept.items() if k < cfg.episodes}
+    return CollectReport(summary=summary, attempts=attempts, kept=kept, shortfall=shortfall)

@@ -1,0 +1,277 @@
+"""Success-rate evaluation of any policy in the real simulator.
+
+A policy maps an observation to a chunk of actions that is executed open-loop before it is asked
+again. Policies reach worker processes as a `PolicySpec` (a factory path plus arguments), so this
+module never imports the models that implement them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from sim.env import DEFAULT_CAMERA, DEFAULT_MAX_STEPS, Observation, SimEnv
+from sim.episodes import EpisodeFile
+from sim.errors import InputError
+from sim.parallel import Pool, resolve_workers
+from sim.perturb import Perturbation, StartState, parse_perturbation
+from sim.stats import wilson_interval
+from sim.tasks import get_task, resolve_tasks
+
+
+class ChunkPolicy(Protocol):
+    def reset(self, task: str, instruction: str) -> None: ...
+
+    def act(self, obs: Observation) -> np.ndarray:
+        """Return a (K, 4) chunk of actions in the simulator's units ([-1, 1])."""
+        ...
+
+
+class ExpertChunkPolicy:
+    """The scripted expert as a chunk policy (chunks of one action: closed loop)."""
+
+    def __init__(self) -> None:
+        self._expert = None
+
+    def reset(self, task: str, instruction: str) -> None:
+        from sim.experts import ExpertPolicy
+
+        self._expert = ExpertPolicy(task)
+
+    def act(self, obs: Observation) -> np.ndarray:
+        assert self._expert is not None
+        return self._expert(obs.env_obs)[None]
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """How a worker process builds the policy: 'expert', or `factory` ('module:function') + kwargs."""
+
+    name: str = "expert"
+    factory: str | None = None
+    kwargs: dict = field(default_factory=dict)
+    camera: str = DEFAULT_CAMERA
+    image_size: int = 64
+    train_datasets: tuple[str, ...] = ()  # their starts must not be evaluation starts
+
+    def build(self) -> ChunkPolicy:
+        if self.factory is None:
+            return ExpertChunkPolicy()
+        module, _, fn = self.factory.partition(":")
+        return getattr(importlib.import_module(module), fn)(**self.kwargs)
+
+
+EXPERT = PolicySpec()
+
+
+@dataclass
+class EvalConfig:
+    tasks: tuple[str, ...]
+    perturbations: list[Perturbation] = field(default_factory=lambda: [Perturbation()])
+    episodes: int = 20
+    seed: int = 0
+    max_steps: int = DEFAULT_MAX_STEPS
+    instruction: str | None = None  # free text for every episode
+    instruction_set: str = "train"  # "train" | "paraphrase": held-out paraphrases, cycled
+    video_dir: str | None = None
+    videos_per_cell: int = 1
+    exclude_datasets: tuple[str, ...] = ()
+    workers: int = 0
+    keep_frames: int = 0  # return this many episodes' frames per cell (for side-by-side videos)
+
+    def __post_init__(self) -> None:
+        self.tasks = resolve_tasks(self.tasks)
+        self.perturbations = [parse_perturbation(p) if isinstance(p, str) else p for p in self.perturbations]
+        if self.episodes <= 0:
+            raise InputError(f"episodes must be positive, got {self.episodes}")
+        if self.max_steps <= 0:
+            raise InputError(f"max steps must be positive, got {self.max_steps}")
+        if self.instruction_set not in ("train", "paraphrase"):
+            raise InputError(f"instruction set must be train or paraphrase, got {self.instruction_set!r}")
+        if self.instruction is not None:
+            text = self.instruction.strip()
+            if not text or len(text) > 512:
+                raise InputError("instruction must be 1 to 512 characters")
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    perturbation: str
+    index: int
+    success: bool
+    steps: int
+    instruction: str
+    start: dict
+    frames: np.ndarray | None = None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("frames")
+        return d
+
+
+def instruction_for(cfg: EvalConfig, task: str, index: int) -> str:
+    if cfg.instruction is not None:
+        return cfg.instruction.strip()
+    spec = get_task(task)
+    if cfg.instruction_set == "paraphrase":
+        return spec.paraphrases[index % len(spec.paraphrases)]
+    return spec.instruction
+
+
+def run_episode(
+    env: SimEnv, policy: ChunkPolicy, start: StartState, instruction: str, max_steps: int, record: bool = False
+) -> tuple[bool, int, list[np.ndarray]]:
+    """Run chunks open-loop until success or `max_steps`; return (success, steps, frames)."""
+    obs = env.reset(start)
+    policy.reset(env.spec.name, instruction)
+    frames = [obs.frame] if record else []
+    steps = 0
+    while steps < max_steps:
+        chunk = np.asarray(policy.act(obs), dtype=np.float32).reshape(-1, 4)
+        for a in chunk:
+            obs, _, success = env.step(a)
+            steps += 1
+            if record:
+                frames.append(obs.frame)
+            if success:
+                return True, steps, frames
+            if steps >= max_steps:
+                break
+    return False, steps, frames
+
+
+_WORKER: dict[str, object] = {}
+
+
+def _eval_unit(spec: PolicySpec, cfg: EvalConfig, task: str, pert: Perturbation, index: int, record: bool):
+    key = (task, spec.camera, spec.image_size, cfg.max_steps)
+    if _WORKER.get("env_key") != key:
+        old = _WORKER.pop("env", None)
+        if old is not None:
+            old.close()  # type: ignore[attr-defined]
+        _WORKER["env"] = SimEnv(task, camera=spec.camera, image_size=spec.image_size, max_steps=cfg.max_steps)
+        _WORKER["env_key"] = key
+    if _WORKER.get("spec") != spec:
+        _WORKER["policy"] = spec.build()
+        _WORKER["spec"] = spec
+    env: SimEnv = _WORKER["env"]  # type: ignore[assignment]
+    policy: ChunkPolicy = _WORKER["policy"]  # type: ignore[assignment]
+    start = env.sample_start(pert, seed=cfg.seed, index=index, stream="eval")
+    text = instruction_for(cfg, task, index)
+    success, steps, frames = run_episode(env, policy, start, text, cfg.max_steps, record)
+    return EpisodeResult(
+        task=task, perturbation=pert.name, index=index, success=success, steps=steps, instruction=text,
+        start=start.to_json(), frames=np.stack(frames) if record else None,
+    )
+
+
+def check_disjoint(starts: list[StartState], datasets: tuple[str, ...]) -> dict[str, dict]:
+    """Count evaluation starts that coincide with any start stored in the given datasets."""
+    report = {}
+    keys = {(s.task, tuple(np.round(s.key(), 9))) for s in starts}
+    for path in datasets:
+        ef = EpisodeFile(path)
+        try:
+            train = {(s.task, tuple(np.round(s.key(), 9))) for s in ef.starts()}
+        finally:
+            ef.close()
+        report[str(path)] = {"dataset_starts": len(train), "eval_starts": len(keys), "overlap": len(keys & train)}
+    return report
+
+
+@dataclass
+class EvalReport:
+    summary: dict  # JSON-ready
+    results: list[EpisodeResult]  # with frames for recorded episodes
+
+
+def evaluate(
+    spec: PolicySpec, cfg: EvalConfig, progress: Callable[[int, int, str], None] | None = None
+) -> EvalReport:
+    """Evaluate a policy on tasks × perturbations in the simulator."""
+    units = []
+    for task in cfg.tasks:
+        tspec = get_task(task)
+        for pert in cfg.perturbations:
+            if not pert.applies_to(tspec):
+                continue
+            for i in range(cfg.episodes):
+                record = i < max(cfg.keep_frames, cfg.videos_per_cell if cfg.video_dir else 0)
+                units.append((task, pert, i, record))
+    if not units:
+        raise InputError("no evaluation episodes: the perturbations do not apply to these tasks")
+    if cfg.video_dir:
+        Path(cfg.video_dir).mkdir(parents=True, exist_ok=True)
+        if not os.access(cfg.video_dir, os.W_OK):
+            raise InputError(f"video folder {cfg.video_dir} is not writable")
+    results: list[EpisodeResult] = []
+    workers = resolve_workers(cfg.workers, len(units))
+    with Pool(workers) as pool:
+        pending = {pool.submit(_eval_unit, spec, cfg, *u) for u in units}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                results.append(fut.result())
+                if progress:
+                    progress(len(results), len(units), results[-1].task)
+    order = [p.name for p in cfg.perturbations]
+    results.sort(key=lambda r: (cfg.tasks.index(r.task), order.index(r.perturbation), r.index))
+    return EvalReport(summarise(spec, cfg, results), results)
+
+
+def summarise(spec: PolicySpec, cfg: EvalConfig, results: list[EpisodeResult]) -> dict:
+    cells: dict[tuple[str, str], list[EpisodeResult]] = {}
+    for r in results:
+        cells.setdefault((r.task, r.perturbation), []).append(r)
+    rows = []
+    for (task, pert), rs in cells.items():
+        k, n = sum(r.success for r in rs), len(rs)
+        lo, hi = wilson_interval(k, n)
+        ok_steps = [r.steps for r in rs if r.success]
+        rows.append({
+            "task": task, "perturbation": pert, "episodes": n, "successes": k, "success_rate": k / n,
+            "ci95": [lo, hi], "mean_steps": float(np.mean([r.steps for r in rs])),
+            "mean_steps_success": float(np.mean(ok_steps)) if ok_steps else None,
+        })
+    by_pert: dict[str, list[dict]] = {}
+    for row in rows:
+        by_pert.setdefault(row["perturbation"], []).append(row)
+    conditions = []
+    for pert, rs in by_pert.items():
+        k, n = sum(r["successes"] for r in rs), sum(r["episodes"] for r in rs)
+        lo, hi = wilson_interval(k, n)
+        conditions.append({"perturbation": pert, "episodes": n, "successes": k, "success_rate": k / n,
+                           "ci95": [lo, hi], "tasks": len(rs)})
+    videos = []
+    if cfg.video_dir:
+        from sim.video import write_mp4
+
+        for r in results:
+            if r.frames is not None and r.index < cfg.videos_per_cell:
+                name = f"{r.task}_{r.perturbation.replace(':', '-')}_{r.index}_{'ok' if r.success else 'fail'}.mp4"
+                videos.append(str(write_mp4(Path(cfg.video_dir) / name, list(r.frames))))
+    starts = [StartState.from_json(r.start) for r in results]
+    datasets = tuple(dict.fromkeys((*cfg.exclude_datasets, *spec.train_datasets)))
+    disjoint = check_disjoint(starts, tuple(d for d in datasets if Path(d).exists()))
+    return {
+        "policy": spec.name,
+        "seed": cfg.seed,
+        "seed_stream": "eval",
+        "max_steps": cfg.max_steps,
+        "instruction_set": "custom" if cfg.instruction else cfg.instruction_set,
+        "rows": rows,
+        "conditions": conditions,
+        "episodes": [r.to_json() for r in results],
+        "videos": videos,
+        "disjoint_from_datasets": disjoint,
+        "starts_disjoint": all(v["overlap"] == 0 for v in disjoint.values()),
+    }
