@@ -27,11 +27,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cli import model_cmds, sim_cmds, studio_cmds
+    from cli import policy_cmds, rft_cmds, sim_cmds, studio_cmds, wm_cmds
 
-    sim_cmds.register(app)
-    model_cmds.register(app)
-    studio_cmds.register(app)
+    for module in (sim_cmds, wm_cmds, policy_cmds, rft_cmds, studio_cmds):
+        module.register(app)
 
 
 def fail(message: str) -> None:

@@ -1,4 +1,4 @@
-"""Model commands (train-wm, eval-wm, train-policy, rft, pipeline) are registered here."""
+"""`vlarft` commands of the wm stage; register() adds them to the app."""
 
 from __future__ import annotations
 

@@ -1,0 +1,9 @@
+"""`vlarft` commands of the policy stage; register() adds them to the app."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    return None
