@@ -11,6 +11,7 @@ import sys
 
 import typer
 from typer._click import exceptions as click_exc
+from typer.exceptions import Abort, Exit
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     except click_exc.ClickException as exc:
         typer.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(2)
-    except click_exc.Abort:
+    except Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except InputError as exc:
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except click_exc.Exit as exc:
+    except Exit as exc:
         sys.exit(exc.exit_code)
 
 

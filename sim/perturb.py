@@ -161,15 +161,19 @@ def candidate_starts(
         if "object" in offs and spec.obj_xy is not None:
             d = offs["object"] * _direction(rng_off, 2)
             vec[list(spec.obj_xy)] += d
-            applied["object"] = d.round(6).tolist()
+            applied["object"] = d.tolist()
         if "goal" in offs and spec.goal_xy is not None:
             d = offs["goal"] * _direction(rng_off, 2)
             vec[list(spec.goal_xy)] += d
-            applied["goal"] = d.round(6).tolist()
+            applied["goal"] = d.tolist()
         if "robot" in offs:
-            d = offs["robot"] * _direction(rng_off, 3)
+            # a direction that keeps the hand inside its workspace, so it moves the full distance
+            for _ in range(32):
+                d = offs["robot"] * _direction(rng_off, 3)
+                if np.all(hand + d >= hand_low) and np.all(hand + d <= hand_high):
+                    break
             hand = np.clip(hand + d, hand_low, hand_high)
-            applied["robot"] = (hand - np.asarray(hand_init)).round(6).tolist()
+            applied["robot"] = (hand - np.asarray(hand_init)).tolist()
         yield StartState(
             task=spec.name,
             rand_vec=tuple(float(x) for x in vec),
