@@ -127,24 +127,27 @@ def collect(cfg: CollectConfig, out: str, progress: ProgressFn | None = None) ->
     with EpisodeWriter(out, cfg.camera, cfg.image_size, meta) as writer, Pool(workers) as pool:
         for task in cfg.tasks:
             # Units are (task, index); a failed expert episode is replaced by the next index, so the
-            # kept set is the first N successes in index order whatever the completion order.
-            next_index = 0
+            # kept set is the first N successes in index order whatever the completion order. At most
+            # two units per process are in flight, so progress (and a cancel raised from it) flows
+            # while the work runs, also when it runs inline in one process.
+            next_index = kept_now = 0
             futures = {}
-            for _ in range(cfg.episodes):
-                futures[pool.submit(run_expert_episode, cfg, task, next_index)] = next_index
-                next_index += 1
             ready: dict[int, Episode | None] = {}
-            while futures:
+            while True:
+                while len(futures) < 2 * workers and kept_now + len(futures) < cfg.episodes \
+                        and next_index < max_attempts:
+                    futures[pool.submit(run_expert_episode, cfg, task, next_index)] = next_index
+                    next_index += 1
+                if not futures:
+                    break
                 finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
                 for fut in finished:
                     idx = futures.pop(fut)
                     ep = fut.result()
                     keep = ep.success or cfg.keep_failures
                     ready[idx] = ep if keep else None
-                    if not keep and next_index < max_attempts:
-                        futures[pool.submit(run_expert_episode, cfg, task, next_index)] = next_index
-                        next_index += 1
                     if keep:
+                        kept_now += 1
                         done += 1
                         if progress:
                             progress(done, total, task)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -215,9 +216,15 @@ def evaluate(
             raise InputError(f"video folder {cfg.video_dir} is not writable")
     results: list[EpisodeResult] = []
     workers = resolve_workers(cfg.workers, len(units))
+    todo = iter(units)
+    pending: set = set()
     with Pool(workers) as pool:
-        pending = {pool.submit(_eval_unit, spec, cfg, *u) for u in units}
-        while pending:
+        while True:
+            # at most two units per process in flight: progress (and cancellation) flow as work runs
+            for u in islice(todo, 2 * workers - len(pending)):
+                pending.add(pool.submit(_eval_unit, spec, cfg, *u))
+            if not pending:
+                break
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 results.append(fut.result())

@@ -14,7 +14,7 @@ PROJECT = {"cli", "frontend", "backend", "workers", "models", "sim"}
 ALLOWED = {
     "sim": set(),
     "models": {"sim"},
-    "backend": {"sim.tasks", "sim.perturb", "sim.errors", "sim.episodes"},
+    "backend": {"sim.tasks", "sim.perturb", "sim.errors", "sim.episodes", "sim.video"},
     "workers": {"backend", "models", "sim"},
     "frontend": {"backend.client"},
     "cli": PROJECT,

@@ -1,0 +1,165 @@
+"""Datasets: upload an HDF5 episode file (validated in full first), collect one as a run, list, get,
+download, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from typing import Annotated
+
+from celery import Celery
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile, status
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.api.deps import celery, session, settings
+from backend.api.routes.runs import submit
+from backend.core.config import Settings
+from backend.db import utcnow
+from backend.files import CHUNK, resolve_stored
+from backend.models import Dataset, Run
+from backend.params import NAME_PATTERN, CollectParams
+from backend.schemas import DatasetOut, Page, RunOut
+from backend.store import count
+
+router = APIRouter(tags=["datasets"])
+DatasetPath = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="Dataset id.")]
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ACTION_DIM = 4  # MetaWorld's end-effector deltas + gripper
+
+
+def get_dataset(s: Session, dataset_id: int) -> Dataset:
+    ds = s.get(Dataset, dataset_id)
+    if ds is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {dataset_id}")
+    return ds
+
+
+def _bad_file(msg: str) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, msg)
+
+
+@router.get("/datasets", response_model=Page[DatasetOut])
+def list_datasets(s: Session = Depends(session), limit: int = Query(50, ge=1, le=500),
+                  offset: int = Query(0, ge=0, le=10**9)) -> dict:
+    q = select(Dataset)
+    items = s.scalars(q.order_by(Dataset.id.desc()).limit(limit).offset(offset)).all()
+    return {"items": items, "total": count(s, q), "limit": limit, "offset": offset}
+
+
+@router.get("/datasets/{dataset_id}", response_model=DatasetOut)
+def read_dataset(dataset_id: DatasetPath, s: Session = Depends(session)) -> Dataset:
+    return get_dataset(s, dataset_id)
+
+
+@router.get("/datasets/{dataset_id}/download", response_class=FileResponse,
+            responses={200: {"content": {"application/x-hdf5": {}}}})
+def download_dataset(dataset_id: DatasetPath, s: Session = Depends(session),
+                     cfg: Settings = Depends(settings)) -> FileResponse:
+    ds = get_dataset(s, dataset_id)
+    path = resolve_stored(cfg.artifacts, ds.path)
+    if not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {dataset_id}'s file is missing: {ds.path}")
+    return FileResponse(path, media_type="application/x-hdf5", filename=f"{ds.name}.h5")
+
+
+@router.delete("/datasets/{dataset_id}", status_code=204, response_class=Response)
+def delete_dataset(dataset_id: DatasetPath, s: Session = Depends(session),
+                   cfg: Settings = Depends(settings)) -> Response:
+    """Delete a dataset and its file; refused while a queued or running run uses it."""
+    ds = get_dataset(s, dataset_id)
+    for run in s.scalars(select(Run).where(Run.status.in_(("queued", "running")))):
+        p = run.params or {}
+        if p.get("dataset_id") == dataset_id or dataset_id in (p.get("exclude_dataset_ids") or []):
+            raise HTTPException(status.HTTP_409_CONFLICT, f"run {run.id} ({run.status}) uses dataset {dataset_id}")
+    path = resolve_stored(cfg.artifacts, ds.path)
+    s.delete(ds)
+    s.commit()
+    if path.is_relative_to(cfg.artifacts):
+        path.unlink(missing_ok=True)
+    return Response(status_code=204)
+
+
+@router.post("/datasets/collect", status_code=201, response_model=RunOut)
+def collect_dataset(params: CollectParams, s: Session = Depends(session), cfg: Settings = Depends(settings),
+                    app: Celery = Depends(celery), name: str | None = Query(None, max_length=200)) -> Run:
+    """Collect scripted-expert episodes as a run; the dataset appears when the run succeeds."""
+    return submit(s, cfg, app, "collect", params, name, None)
+
+
+def _receive(upload: UploadFile, target: str, limit: int) -> tuple[int, str]:
+    """Copy the upload to `target` while hashing it; refuse non-HDF5 and oversized files early."""
+    h = hashlib.sha256()
+    size = 0
+    upload.file.seek(0)
+    with open(target, "wb") as out:
+        first = True
+        while chunk := upload.file.read(CHUNK):
+            if first:
+                if not chunk.startswith(HDF5_SIGNATURE[: len(chunk)]) or len(chunk) < len(HDF5_SIGNATURE):
+                    raise _bad_file("file: not an HDF5 file (wrong signature)")
+                first = False
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"file: larger than {limit} bytes")
+            h.update(chunk)
+            out.write(chunk)
+    if size == 0:
+        raise _bad_file("file: empty upload")
+    return size, h.hexdigest()
+
+
+def _validate(path: str) -> dict:
+    from sim.episodes import DatasetError, validate_file
+
+    try:
+        return validate_file(path, action_dim=ACTION_DIM).to_json()
+    except DatasetError as exc:
+        msg = str(exc).replace(path, "upload")
+        raise _bad_file(f"file: {msg.splitlines()[0]}") from exc
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].replace(path, "upload")
+        raise _bad_file(f"file: not a readable episode file ({first})") from exc
+
+
+@router.post("/datasets", status_code=201, response_model=DatasetOut)
+async def upload_dataset(
+    file: UploadFile = File(description="An HDF5 episode file (vlarft, robomimic or LIBERO layout)."),
+    name: str = Form(pattern=NAME_PATTERN, description="Unique name."),
+    s: Session = Depends(session),
+    cfg: Settings = Depends(settings),
+) -> Dataset:
+    """Accepted only after every array of every episode was read and checked (shapes, NaNs, lengths)."""
+    if s.scalar(select(Dataset.id).where(Dataset.name == name)):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"name: a dataset named {name!r} exists")
+    uploads = cfg.artifacts / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    tmp = uploads / f".{uuid.uuid4().hex}.h5"
+    final = cfg.artifacts / "datasets" / f"upload-{uuid.uuid4().hex[:12]}.h5"
+    try:
+        size, digest = await run_in_threadpool(_receive, file, str(tmp), cfg.max_upload_bytes)
+        summary = await run_in_threadpool(_validate, str(tmp))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        ds = Dataset(name=name, path=final.relative_to(cfg.artifacts).as_posix(), source="upload", run_id=None,
+                     size=size, sha256=digest, episodes=summary["episodes"], steps=summary["steps"],
+                     tasks=summary["tasks"], image_size=summary["image_size"], camera=summary["camera"],
+                     action_dim=summary["action_dim"], success_rate=summary["success_rate"], created_at=utcnow())
+        s.add(ds)
+        try:
+            s.commit()
+        except IntegrityError as exc:
+            s.rollback()
+            raise HTTPException(status.HTTP_409_CONFLICT, f"name: a dataset named {name!r} exists") from exc
+        return ds
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+        await file.close()

@@ -1,0 +1,295 @@
+"""Runs: create each kind, list, get, cancel, resume, delete; metrics, logs, artifacts, evaluations.
+
+Also /compare (two policies × a perturbation grid) and /imagine (a world-model rollout video),
+which create runs of kind `evaluate` and `imagine`.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+from typing import Annotated
+
+from celery import Celery
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.api.deps import celery, session, settings
+from backend.api.errors import invalid
+from backend.core.config import Settings
+from backend.files import folder_files, inside, resolve_stored, safe_relative
+from backend.limits import check_parent, check_run
+from backend.models import Artifact, Evaluation, Run, RunLog
+from backend.params import CompareParams, EvaluateParams, ImagineParams, Params, RFTParams
+from backend.schemas import (
+    ArtifactOut,
+    CollectRun,
+    EvaluateRun,
+    EvaluationOut,
+    ImagineRun,
+    Kind,
+    LogLine,
+    LogsOut,
+    MetricSeries,
+    MetricsOut,
+    Page,
+    PipelineRun,
+    RFTRun,
+    RunOut,
+    Status,
+    TrainPolicyRun,
+    TrainWMRun,
+)
+from backend.store import count, metrics_after_id, metrics_since
+from backend.store import submit as store_submit
+
+router = APIRouter(tags=["runs"])
+MAX_ID = 2**31 - 1
+RunPath = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Run id.")]
+
+RunCreate = Annotated[
+    CollectRun | TrainWMRun | TrainPolicyRun | RFTRun | EvaluateRun | PipelineRun | ImagineRun,
+    Body(
+        discriminator="kind",
+        openapi_examples={
+            "collect": {"summary": "collect expert episodes", "value": {
+                "kind": "collect", "params": {"tasks": "reach-v3", "episodes": 2}}},
+            "train_wm": {"summary": "pretrain a world model", "value": {
+                "kind": "train_wm", "params": {"dataset_id": 1, "preset": "smoke"}}},
+            "train_policy": {"summary": "pretrain a VLA policy", "value": {
+                "kind": "train_policy", "params": {"dataset_id": 1, "preset": "cpu-quick"}}},
+            "rft": {"summary": "GRPO fine-tuning in the world model", "value": {
+                "kind": "rft", "params": {"policy": "run:3", "world_model": "run:2", "dataset_id": 1,
+                                          "steps": 50}}},
+            "evaluate": {"summary": "success rate in the simulator", "value": {
+                "kind": "evaluate", "params": {"policies": ["expert"], "tasks": "reach-v3",
+                                               "perturbations": "all", "episodes": 5}}},
+            "pipeline": {"summary": "the whole pipeline", "value": {
+                "kind": "pipeline", "params": {"preset": "smoke"}}},
+        },
+    ),
+]
+
+
+def _default_parent(p: Params) -> int | None:
+    refs = p.policies if isinstance(p, EvaluateParams) else (
+        [p.policy] if isinstance(p, RFTParams) else [p.world_model] if isinstance(p, ImagineParams) else [])
+    for ref in refs:
+        if ref.startswith("run:"):
+            return int(ref[4:])
+    return None
+
+
+def submit(s: Session, cfg: Settings, app: Celery, kind: str, params: Params, name: str | None,
+           parent_id: int | None) -> Run:
+    errors = check_parent(s, parent_id) + check_run(s, cfg, kind, params)
+    if errors:
+        raise invalid(errors)
+    return store_submit(s, app, kind, params, name, parent_id or _default_parent(params))
+
+
+def get_run(s: Session, run_id: int) -> Run:
+    run = s.get(Run, run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
+    return run
+
+
+@router.post("/runs", status_code=201, response_model=RunOut, summary="Create a run of any kind")
+def create_run(body: RunCreate, s: Session = Depends(session), cfg: Settings = Depends(settings),
+               app: Celery = Depends(celery)) -> Run:
+    return submit(s, cfg, app, body.kind, body.params, body.name, body.parent_id)
+
+
+@router.post("/compare", status_code=201, response_model=RunOut, tags=["jobs"],
+             summary="Two policies × a perturbation grid, on the same seeded start states")
+def compare(params: CompareParams, s: Session = Depends(session), cfg: Settings = Depends(settings),
+            app: Celery = Depends(celery), name: str | None = Query(None, max_length=200)) -> Run:
+    """An `evaluate` run with two policies. Its result holds, per perturbation family and level and per
+    policy, successes / episodes with a 95% Wilson interval, and side-by-side videos on shared seeds."""
+    label = name or f"compare {params.policy_a} vs {params.policy_b}"
+    return submit(s, cfg, app, "evaluate", params.to_evaluate(), label, None)
+
+
+@router.post("/imagine", status_code=201, response_model=RunOut, tags=["jobs"],
+             summary="A world-model rollout video for an instruction and a start state")
+def imagine(params: ImagineParams, s: Session = Depends(session), cfg: Settings = Depends(settings),
+            app: Celery = Depends(celery), name: str | None = Query(None, max_length=200)) -> Run:
+    return submit(s, cfg, app, "imagine", params, name, None)
+
+
+@router.get("/runs", response_model=Page[RunOut])
+def list_runs(
+    s: Session = Depends(session),
+    kind: Kind | None = None,
+    status_: list[Status] | None = Query(None, alias="status", description="Repeat to match several."),
+    parent_id: int | None = Query(None, ge=1, le=MAX_ID),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=10**9),
+) -> dict:
+    """Newest first."""
+    q = select(Run)
+    if kind:
+        q = q.where(Run.kind == kind)
+    if status_:
+        q = q.where(Run.status.in_(status_))
+    if parent_id is not None:
+        q = q.where(Run.parent_id == parent_id)
+    items = s.scalars(q.order_by(Run.id.desc()).limit(limit).offset(offset)).all()
+    return {"items": items, "total": count(s, q), "limit": limit, "offset": offset}
+
+
+@router.get("/runs/{run_id}", response_model=RunOut)
+def read_run(run_id: RunPath, s: Session = Depends(session)) -> Run:
+    return get_run(s, run_id)
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunOut)
+def cancel_run(run_id: RunPath, s: Session = Depends(session), cfg: Settings = Depends(settings),
+               app: Celery = Depends(celery)) -> Run:
+    """A queued run is cancelled at once. A running one is asked to stop at its next check (it keeps
+    its partial artifacts) and is terminated if it has not stopped after VLARFT_CANCEL_GRACE_S."""
+    from backend.store import cancel
+
+    return cancel(s, app, get_run(s, run_id), cfg.cancel_grace_s)
+
+
+@router.post("/runs/{run_id}/resume", response_model=RunOut)
+def resume_run(run_id: RunPath, s: Session = Depends(session), app: Celery = Depends(celery)) -> Run:
+    """Queue a failed or cancelled run again; it continues from its last checkpoint."""
+    from backend.store import resume
+
+    return resume(s, app, get_run(s, run_id))
+
+
+@router.delete("/runs/{run_id}", status_code=204, response_class=Response)
+def delete_run(run_id: RunPath, s: Session = Depends(session), cfg: Settings = Depends(settings)) -> Response:
+    """Delete a finished run with its metrics, logs, evaluations and files (not the datasets it made)."""
+    from backend.store import delete_run as store_delete
+
+    store_delete(s, get_run(s, run_id), cfg.artifacts)
+    return Response(status_code=204)
+
+
+@router.get("/runs/{run_id}/metrics", response_model=MetricsOut)
+def read_metrics(
+    run_id: RunPath,
+    s: Session = Depends(session),
+    since: int = Query(-1, ge=-1, le=2**62, description="Only steps after this one (pass the last_step you got)."),
+    names: str | None = Query(None, max_length=2000, description="Comma-separated metric names."),
+    limit: int = Query(20_000, ge=1, le=200_000, description="At most this many rows."),
+    after_id: int | None = Query(None, ge=0, le=2**62, description="Instead of `since`: only rows written after "
+                                 "this one (pass the last_id you got), in the order they were written."),
+) -> MetricsOut:
+    get_run(s, run_id)
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    if after_id is not None:
+        return _metrics_by_id(s, run_id, after_id, wanted, limit)
+    rows = metrics_since(s, run_id, since, wanted, limit + 1)
+    if len(rows) > limit:
+        # Truncated: never split a step between two answers (unless one step alone exceeds the limit).
+        nxt, rows = rows[limit], rows[:limit]
+        if nxt.step == rows[-1].step and rows[0].step != nxt.step:
+            rows = [r for r in rows if r.step != nxt.step]
+    series: dict[str, MetricSeries] = {}
+    for m in rows:
+        ser = series.setdefault(m.name, MetricSeries(steps=[], values=[]))
+        ser.steps.append(m.step)
+        ser.values.append(m.value)
+    last = rows[-1].step if rows else None
+    return MetricsOut(run_id=run_id, since=since, last_step=last if last is not None else (since if since >= 0
+                      else None), series=series)
+
+
+def _metrics_by_id(s: Session, run_id: int, after_id: int, names: list[str] | None, limit: int) -> MetricsOut:
+    rows = metrics_after_id(s, run_id, after_id, names, limit)
+    series: dict[str, MetricSeries] = {}
+    for m in rows:
+        ser = series.setdefault(m.name, MetricSeries(steps=[], values=[]))
+        ser.steps.append(m.step)
+        ser.values.append(m.value)
+    return MetricsOut(run_id=run_id, since=-1, last_step=max((m.step for m in rows), default=None), series=series,
+                      last_id=rows[-1].id if rows else after_id)
+
+
+@router.get("/runs/{run_id}/logs", response_model=LogsOut)
+def read_logs(
+    run_id: RunPath,
+    s: Session = Depends(session),
+    since: int = Query(0, ge=0, le=2**62, description="Only lines with a larger id (pass last_id)."),
+    limit: int = Query(1000, ge=1, le=10_000),
+) -> LogsOut:
+    get_run(s, run_id)
+    rows = s.scalars(select(RunLog).where(RunLog.run_id == run_id, RunLog.id > since)
+                     .order_by(RunLog.id).limit(limit)).all()
+    return LogsOut(run_id=run_id, last_id=rows[-1].id if rows else (since or None),
+                   lines=[LogLine.model_validate(r) for r in rows])
+
+
+def artifact_out(a: Artifact, artifacts: Path) -> ArtifactOut:
+    out = ArtifactOut.model_validate(a)
+    if a.is_dir:
+        folder = resolve_stored(artifacts, a.path)
+        out.files = folder_files(folder) if folder.is_dir() else []
+    else:
+        out.url = f"/api/v1/runs/{a.run_id}/artifacts/{a.name}"
+    return out
+
+
+@router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactOut])
+def list_artifacts(run_id: RunPath, s: Session = Depends(session), cfg: Settings = Depends(settings),
+                   kind: str | None = Query(None, pattern="^(checkpoint|video|table|plot)$")) -> list[ArtifactOut]:
+    get_run(s, run_id)
+    q = select(Artifact).where(Artifact.run_id == run_id)
+    if kind:
+        q = q.where(Artifact.kind == kind)
+    return [artifact_out(a, cfg.artifacts) for a in s.scalars(q.order_by(Artifact.id))]
+
+
+@router.get("/runs/{run_id}/artifacts/{name:path}", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+def download_artifact(run_id: RunPath, name: str, s: Session = Depends(session),
+                      cfg: Settings = Depends(settings)) -> FileResponse:
+    """Stream one artifact file, or one file of a folder artifact ('checkpoint/config.json')."""
+    rel = safe_relative(name)
+    get_run(s, run_id)
+    target: Path | None = None
+    for a in s.scalars(select(Artifact).where(Artifact.run_id == run_id)):
+        base = resolve_stored(cfg.artifacts, a.path)
+        if a.name == name and not a.is_dir:
+            target = base
+        elif a.is_dir and name.startswith(a.name + "/"):
+            target = inside(base, str(rel)[len(a.name) + 1:])
+        if target is not None:
+            break
+    if target is None or not target.is_file() or target.name.startswith("."):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} has no artifact file {name!r}")
+    media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    return FileResponse(target, media_type=media, filename=target.name)
+
+
+@router.get("/runs/{run_id}/evaluations", response_model=list[EvaluationOut])
+def run_evaluations(run_id: RunPath, s: Session = Depends(session)) -> list[Evaluation]:
+    get_run(s, run_id)
+    return list(s.scalars(select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.id)))
+
+
+@router.get("/evaluations", response_model=Page[EvaluationOut], tags=["evaluations"])
+def list_evaluations(
+    s: Session = Depends(session),
+    policy: str | None = Query(None, max_length=200),
+    task: str | None = Query(None, max_length=64),
+    perturbation: str | None = Query(None, max_length=32),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=10**9),
+) -> dict:
+    """Every evaluation cell recorded so far (policy × task × perturbation), newest first."""
+    q = select(Evaluation)
+    for col, value in ((Evaluation.policy, policy), (Evaluation.task, task), (Evaluation.perturbation, perturbation)):
+        if value:
+            q = q.where(col == value)
+    items = s.scalars(q.order_by(Evaluation.id.desc()).limit(limit).offset(offset)).all()
+    return {"items": items, "total": count(s, q), "limit": limit, "offset": offset}

@@ -1,0 +1,1 @@
+"""Settings shared by the API, the workers and the CLI."""

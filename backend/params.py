@@ -1,0 +1,307 @@
+"""Validated parameters of every job kind (pydantic, strict types, unknown fields rejected).
+
+Task names and perturbations are checked with the pure-data modules sim.tasks and sim.perturb,
+so a typo is a 422 naming the field, not a failed run. Checks that need the database (referenced
+ids) or the machine (disk, memory) live in backend/limits.py.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from sim.perturb import parse_perturbations
+from sim.tasks import TASK_PRESETS, resolve_tasks
+
+# sim.env.CAMERAS and IMAGE_SIZES, repeated here because sim.env imports MuJoCo
+# (tests/test_backend_params.py checks that the two stay equal).
+CAMERAS = ("workspace", "corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+IMAGE_SIZES = (64, 128, 224)
+STAGE_PRESETS = ("smoke", "cpu-quick", "gpu")
+PIPELINE_PRESETS = ("smoke", "cpu-quick", "mt10-gpu")
+MAX_EPISODE_STEPS = 1000
+
+# A model reference: the scripted expert, a run (its latest checkpoint) or one checkpoint artifact.
+POLICY_REF = re.compile(r"^(expert|run:[1-9]\d{0,9}|artifact:[1-9]\d{0,9})$")
+MODEL_REF = re.compile(r"^(run:[1-9]\d{0,9}|artifact:[1-9]\d{0,9})$")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Seed of the start states.")]
+Steps = Annotated[int, Field(ge=1, le=10_000_000)]
+DatasetId = Annotated[int, Field(ge=1, description="Id of a dataset (GET /api/v1/datasets).")]
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
+
+
+def _tasks(v: str | list[str]) -> list[str]:
+    return list(resolve_tasks(v if isinstance(v, str) else tuple(v)))
+
+
+def _perturbations(v: str | list[str]) -> list[str]:
+    text = v if isinstance(v, str) else ",".join(v)
+    return [p.name for p in parse_perturbations(text)]
+
+
+def check_policy_ref(v: str) -> str:
+    if not POLICY_REF.match(v):
+        raise ValueError("must be 'expert', 'run:<id>' (that run's latest checkpoint) or 'artifact:<id>'")
+    return v
+
+
+def check_model_ref(v: str) -> str:
+    if not MODEL_REF.match(v):
+        raise ValueError("must be 'run:<id>' (that run's latest checkpoint) or 'artifact:<id>'")
+    return v
+
+
+class CollectParams(Params):
+    tasks: str | list[str] = Field(
+        description=f"Task names (comma-separated or a list) or a preset: {', '.join(TASK_PRESETS)}.",
+        examples=["reach-v3", ["reach-v3", "push-v3"], "cpu-quick"],
+    )
+    episodes: int = Field(ge=1, le=1000, description="Successful episodes per task.", examples=[2])
+    perturbation: str = Field("none", description="none or FAMILY:LEVEL, e.g. object:minor.")
+    action_noise: float = Field(0.0, ge=0.0, le=1.0)
+    seed: Seed = 0
+    camera: Literal[CAMERAS] = "workspace"  # type: ignore[valid-type]
+    image_size: Literal[IMAGE_SIZES] = 64  # type: ignore[valid-type]
+    max_steps: int = Field(200, ge=1, le=MAX_EPISODE_STEPS)
+    keep_failures: bool = False
+    dataset_name: str | None = Field(None, pattern=NAME_PATTERN, description="Name of the dataset it creates.")
+
+    @field_validator("tasks")
+    @classmethod
+    def check_tasks(cls, v):
+        return _tasks(v)
+
+    @field_validator("perturbation")
+    @classmethod
+    def _one_perturbation(cls, v: str) -> str:
+        names = _perturbations(v)
+        if len(names) != 1:
+            raise ValueError("give one perturbation (collect one condition per dataset)")
+        return names[0]
+
+
+class TrainParams(Params):
+    dataset_id: DatasetId
+    preset: Literal[STAGE_PRESETS] = "cpu-quick"  # type: ignore[valid-type]
+    steps: Steps | None = Field(None, description="Override the preset's number of training steps.")
+
+
+class RFTParams(Params):
+    policy: str = Field(description="Policy to fine-tune: run:<id> or artifact:<id>.", examples=["run:3"])
+    world_model: str | None = Field(
+        None, description="Frozen world model (run:<id> or artifact:<id>); needed for the world-model reward.",
+        examples=["run:2"])
+    dataset_id: DatasetId
+    preset: Literal[STAGE_PRESETS] = "cpu-quick"  # type: ignore[valid-type]
+    steps: Steps | None = Field(None, description="GRPO steps (default: the preset's).", examples=[50])
+    options: dict[str, int | float | str | bool] = Field(
+        default_factory=dict, max_length=32,
+        description="Extra keyword options of models.rft.train_rft (e.g. reward_source, group_size).")
+
+    @field_validator("policy")
+    @classmethod
+    def check_policy(cls, v):
+        return check_model_ref(v)
+
+    @field_validator("world_model")
+    @classmethod
+    def check_world_model(cls, v):
+        return None if v is None else check_model_ref(v)
+
+    @field_validator("options")
+    @classmethod
+    def _option_names(cls, v: dict) -> dict:
+        for key, value in v.items():
+            if not key.isidentifier() or len(key) > 64:
+                raise ValueError(f"option name {key[:64]!r} is not an identifier")
+            if isinstance(value, str) and len(value) > 1000:
+                raise ValueError(f"option {key} is longer than 1000 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _world_model_for_wm_reward(self) -> RFTParams:
+        if self.world_model is None and self.options.get("reward_source", "wm") == "wm":
+            raise PydanticCustomError("missing", "world_model: required with the world-model reward "
+                                      "(or set options.reward_source to sim or action_l1)")
+        return self
+
+
+class EvaluateParams(Params):
+    policies: list[str] = Field(
+        default_factory=lambda: ["expert"], min_length=1, max_length=2,
+        description="One policy, or two evaluated on the same seeded start states.", examples=[["expert"]],
+    )
+    tasks: str | list[str] = Field("smoke", examples=["reach-v3", "cpu-quick"])
+    perturbations: str | list[str] = Field("none", description="'all' (the suite) or none / FAMILY:LEVEL items.")
+    episodes: int = Field(10, ge=1, le=1000, description="Episodes per task and perturbation.")
+    seed: Seed = 0
+    max_steps: int = Field(200, ge=1, le=MAX_EPISODE_STEPS)
+    instruction_set: Literal["train", "paraphrase"] = "train"
+    instruction: str | None = Field(None, min_length=1, max_length=512)
+    videos_per_cell: int = Field(1, ge=0, le=10, description="Episodes per task and perturbation kept as video.")
+    exclude_dataset_ids: list[DatasetId] = Field(
+        default_factory=list, max_length=20, description="Datasets whose start states must not be evaluated on."
+    )
+
+    @field_validator("tasks")
+    @classmethod
+    def check_tasks(cls, v):
+        return _tasks(v)
+
+    @field_validator("perturbations")
+    @classmethod
+    def check_perturbations(cls, v):
+        return _perturbations(v)
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: list[str]) -> list[str]:
+        for ref in v:
+            check_policy_ref(ref)
+        if len(set(v)) != len(v):
+            raise ValueError("the two policies must differ")
+        return v
+
+    @field_validator("videos_per_cell")
+    @classmethod
+    def check_videos(cls, v: int, info: ValidationInfo) -> int:
+        episodes = info.data.get("episodes")
+        if episodes is not None and v > episodes:
+            raise ValueError(f"{v} exceeds episodes ({episodes})")
+        return v
+
+
+class CompareParams(Params):
+    """Two policies on one perturbation grid and the same seeded start states."""
+
+    policy_a: str = Field(examples=["expert"])
+    policy_b: str = Field(examples=["run:4"])
+    tasks: str | list[str] = "smoke"
+    perturbations: str | list[str] = Field("all", description="'all' or a list of none / FAMILY:LEVEL.")
+    episodes: int = Field(10, ge=1, le=1000)
+    seed: Seed = 0
+    max_steps: int = Field(200, ge=1, le=MAX_EPISODE_STEPS)
+    instruction_set: Literal["train", "paraphrase"] = "train"
+    videos_per_cell: int = Field(1, ge=0, le=10)
+
+    @field_validator("policy_a", "policy_b")
+    @classmethod
+    def check_refs(cls, v):
+        return check_policy_ref(v)
+
+    @field_validator("tasks")
+    @classmethod
+    def check_tasks(cls, v):
+        return _tasks(v)
+
+    @field_validator("perturbations")
+    @classmethod
+    def check_perturbations(cls, v):
+        return _perturbations(v)
+
+    @field_validator("policy_b")
+    @classmethod
+    def check_differ(cls, v: str, info: ValidationInfo) -> str:
+        if v == info.data.get("policy_a"):
+            raise ValueError("must differ from policy_a")
+        return v
+
+    def to_evaluate(self) -> EvaluateParams:
+        return EvaluateParams(
+            policies=[self.policy_a, self.policy_b], tasks=self.tasks, perturbations=self.perturbations,
+            episodes=self.episodes, seed=self.seed, max_steps=self.max_steps,
+            instruction_set=self.instruction_set, videos_per_cell=min(self.videos_per_cell, self.episodes),
+        )
+
+
+class PipelineParams(Params):
+    preset: Literal[PIPELINE_PRESETS] = "smoke"  # type: ignore[valid-type]
+
+
+class ImagineParams(Params):
+    """A world-model rollout of a policy from one start state, as a video."""
+
+    world_model: str = Field(description="run:<id> or artifact:<id> of a world model.", examples=["run:2"])
+    policy: str = Field("expert", description="Whose actions drive the world model.", examples=["run:3"])
+    task: str = Field(description="Task of the start state.", examples=["reach-v3"])
+    instruction: str | None = Field(None, min_length=1, max_length=512, description="Default: the task's.")
+    perturbation: str = Field("none", description="none or FAMILY:LEVEL applied to the start state.")
+    seed: Seed = 0
+    index: int = Field(0, ge=0, le=1_000_000, description="Which start of the seed's stream.")
+    horizon: int = Field(64, ge=1, le=1000, description="Imagined steps.")
+
+    @field_validator("world_model")
+    @classmethod
+    def check_world_model(cls, v):
+        return check_model_ref(v)
+
+    @field_validator("policy")
+    @classmethod
+    def check_policy(cls, v):
+        return check_policy_ref(v)
+
+    @field_validator("task")
+    @classmethod
+    def _one_task(cls, v: str) -> str:
+        names = _tasks(v)
+        if len(names) != 1:
+            raise ValueError("give one task")
+        return names[0]
+
+    @field_validator("perturbation")
+    @classmethod
+    def _one_perturbation(cls, v: str) -> str:
+        names = _perturbations(v)
+        if len(names) != 1:
+            raise ValueError("give one perturbation")
+        return names[0]
+
+
+PARAMS: dict[str, type[Params]] = {
+    "collect": CollectParams,
+    "train_wm": TrainParams,
+    "train_policy": TrainParams,
+    "rft": RFTParams,
+    "evaluate": EvaluateParams,
+    "pipeline": PipelineParams,
+    "imagine": ImagineParams,
+}
+
+# Which Celery queue runs each kind: `sim` is CPU work in the simulator, `train` wants a GPU.
+QUEUE_OF = {
+    "collect": "sim", "evaluate": "sim",
+    "train_wm": "train", "train_policy": "train", "rft": "train", "pipeline": "train", "imagine": "train",
+}
+
+
+def _where(loc) -> str:
+    return ".".join(str(p) for p in loc if p not in ("body", "query", "path"))
+
+
+def describe_errors(errors: list[dict]) -> str:
+    """pydantic errors as one line: 'params.episodes: Input should be ...; ...'."""
+    parts = []
+    for e in errors[:5]:
+        if e.get("type") == "json_invalid":
+            why = e.get("ctx", {}).get("error", "JSON decode error")
+            loc = list(e.get("loc", ()))
+            parts.append(f"malformed JSON at position {loc[1] if len(loc) > 1 else '?'}: {why}")
+            continue
+        where = _where(e.get("loc", ()))
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}" if where else msg)
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def parse_params(kind: str, data: dict) -> Params:
+    """Validate stored (already normalised) parameters again, e.g. inside a worker."""
+    return PARAMS[kind].model_validate(data, strict=False)

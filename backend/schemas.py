@@ -1,0 +1,235 @@
+"""What the API answers with (pydantic only, so the Python client can share it without SQLAlchemy)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.params import (
+    CollectParams,
+    EvaluateParams,
+    ImagineParams,
+    PipelineParams,
+    RFTParams,
+    TrainParams,
+)
+
+T = TypeVar("T")
+
+Kind = Literal["collect", "train_wm", "train_policy", "rft", "evaluate", "pipeline", "imagine"]
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(Out, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class RunOut(Out):
+    id: int
+    kind: Kind
+    name: str | None
+    status: Status
+    params: dict[str, Any]
+    progress: float
+    message: str | None
+    error: str | None
+    result: dict[str, Any] | None
+    parent_id: int | None
+    queue: str
+    worker: str | None
+    attempt: int
+    stop_request: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat: datetime | None
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+
+class DatasetOut(Out):
+    id: int
+    name: str
+    source: str
+    run_id: int | None
+    size: int
+    sha256: str
+    episodes: int
+    steps: int
+    tasks: dict[str, int]
+    image_size: int
+    camera: str
+    action_dim: int
+    success_rate: float
+    created_at: datetime
+
+
+class ArtifactOut(Out):
+    id: int
+    run_id: int
+    kind: str
+    name: str
+    is_dir: bool
+    size: int
+    sha256: str
+    files: list[str] = Field(default_factory=list, description="For a folder (checkpoint): its files.")
+    url: str = Field("", description="Download path of a file artifact under /api/v1.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class MetricSeries(BaseModel):
+    steps: list[int]
+    values: list[float | None]
+
+
+class MetricsOut(BaseModel):
+    run_id: int
+    since: int
+    last_step: int | None = Field(description="Pass it as `since` to get only newer rows.")
+    series: dict[str, MetricSeries]
+    last_id: int | None = Field(None, description="With `after_id`: pass it as `after_id` to get rows written since.")
+
+
+class LogLine(Out):
+    id: int
+    time: datetime
+    level: str
+    message: str
+
+
+class LogsOut(BaseModel):
+    run_id: int
+    last_id: int | None
+    lines: list[LogLine]
+
+
+class EvaluationOut(Out):
+    id: int
+    run_id: int
+    policy: str
+    task: str
+    perturbation: str
+    seed: int
+    episodes: int
+    successes: int
+    success_rate: float
+    ci_low: float
+    ci_high: float
+    created_at: datetime
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str
+    broker: str
+
+
+class Version(BaseModel):
+    version: str
+    api: str
+    database: str
+    broker: str
+    kinds: list[str]
+    auth: bool
+
+
+# Requests ------------------------------------------------------------------------------------
+
+class RunCreateBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str | None = Field(None, max_length=200)
+    parent_id: int | None = Field(None, ge=1)
+
+
+class CollectRun(RunCreateBase):
+    kind: Literal["collect"]
+    params: CollectParams
+
+
+class TrainWMRun(RunCreateBase):
+    kind: Literal["train_wm"]
+    params: TrainParams
+
+
+class TrainPolicyRun(RunCreateBase):
+    kind: Literal["train_policy"]
+    params: TrainParams
+
+
+class RFTRun(RunCreateBase):
+    kind: Literal["rft"]
+    params: RFTParams
+
+
+class EvaluateRun(RunCreateBase):
+    kind: Literal["evaluate"]
+    params: EvaluateParams
+
+
+class PipelineRun(RunCreateBase):
+    kind: Literal["pipeline"]
+    params: PipelineParams
+
+
+class ImagineRun(RunCreateBase):
+    kind: Literal["imagine"]
+    params: ImagineParams
+
+
+RUN_CREATE_TYPES = (CollectRun, TrainWMRun, TrainPolicyRun, RFTRun, EvaluateRun, PipelineRun, ImagineRun)
+
+
+# Catalog (what the UI picks from) ------------------------------------------------------------
+
+class TaskOut(BaseModel):
+    name: str
+    instruction: str
+    paraphrases: list[str]
+    skill: str
+    has_object: bool
+    has_goal: bool
+
+
+class TasksOut(BaseModel):
+    tasks: list[TaskOut]
+    presets: dict[str, list[str]]
+
+
+class PerturbationsOut(BaseModel):
+    families: list[str]
+    levels: list[str]
+    magnitudes: dict[str, dict[str, float]] = Field(description="Metres each family moves, per level.")
+    suite: list[str]
+
+
+class CheckpointOut(BaseModel):
+    ref: str = Field(description="artifact:<id>, usable wherever a policy or world model is asked for.")
+    artifact_id: int
+    name: str
+    kind: str = Field(description="policy or world_model (from the checkpoint's config.json).")
+    run_id: int
+    run_kind: str
+    run_name: str | None
+    run_status: str
+    updated_at: datetime
+
+
+class EpisodeOut(BaseModel):
+    index: int
+    task: str
+    instruction: str
+    length: int
+    success: bool
+    action_noise: float

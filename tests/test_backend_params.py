@@ -1,0 +1,101 @@
+"""Run parameters: every kind validates, names the field of a bad value, and stores normalised values."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from backend.params import (
+    CAMERAS,
+    IMAGE_SIZES,
+    PARAMS,
+    QUEUE_OF,
+    CollectParams,
+    CompareParams,
+    EvaluateParams,
+    ImagineParams,
+    RFTParams,
+    TrainParams,
+    describe_errors,
+    parse_params,
+)
+from backend.schemas import RUN_CREATE_TYPES
+
+
+def test_camera_and_size_lists_match_the_simulator():
+    from sim.env import CAMERAS as SIM_CAMERAS
+    from sim.env import IMAGE_SIZES as SIM_SIZES
+
+    assert tuple(CAMERAS) == tuple(SIM_CAMERAS)
+    assert tuple(IMAGE_SIZES) == tuple(SIM_SIZES)
+
+
+def test_every_kind_has_params_a_queue_and_a_create_type():
+    from backend.models import KINDS
+
+    assert set(PARAMS) == set(KINDS) == set(QUEUE_OF)
+    assert {t.model_fields["kind"].annotation.__args__[0] for t in RUN_CREATE_TYPES} == set(KINDS)
+
+
+def _loc(exc: ValidationError) -> list[tuple]:
+    return [e["loc"] for e in exc.errors()]
+
+
+@pytest.mark.parametrize(("model", "values", "field"), [
+    (CollectParams, {"tasks": "no-such-task", "episodes": 1}, "tasks"),
+    (CollectParams, {"tasks": "reach-v3", "episodes": 0}, "episodes"),
+    (CollectParams, {"tasks": "reach-v3", "episodes": 1001}, "episodes"),
+    (CollectParams, {"tasks": "reach-v3", "episodes": "2"}, "episodes"),  # strict: no string numbers
+    (CollectParams, {"tasks": "reach-v3", "episodes": 2.5}, "episodes"),
+    (CollectParams, {"tasks": "reach-v3", "episodes": 1, "image_size": 100}, "image_size"),
+    (CollectParams, {"tasks": "reach-v3", "episodes": 1, "camera": "fisheye"}, "camera"),
+    (CollectParams, {"tasks": "reach-v3", "episodes": 1, "perturbation": "object:huge"}, "perturbation"),
+    (CollectParams, {"tasks": "reach-v3", "episodes": 1, "perturbation": "all"}, "perturbation"),
+    (CollectParams, {"tasks": "reach-v3", "episodes": 1, "action_noise": 2.0}, "action_noise"),
+    (CollectParams, {"tasks": "reach-v3", "episodes": 1, "max_steps": 0}, "max_steps"),
+    (CollectParams, {"tasks": "reach-v3", "episodes": 1, "dataset_name": "../x"}, "dataset_name"),
+    (CollectParams, {"tasks": "reach-v3", "episodes": 1, "epsiodes": 3}, "epsiodes"),  # typo → unknown field
+    (TrainParams, {"dataset_id": 0}, "dataset_id"),
+    (TrainParams, {"dataset_id": 1, "preset": "huge"}, "preset"),
+    (TrainParams, {"dataset_id": 1, "steps": 10**9}, "steps"),
+    (RFTParams, {"policy": "expert", "world_model": "run:1", "dataset_id": 1, "steps": 5}, "policy"),
+    (RFTParams, {"policy": "run:1", "world_model": "/etc/passwd", "dataset_id": 1, "steps": 5}, "world_model"),
+    (RFTParams, {"policy": "run:1", "world_model": "run:2", "dataset_id": 1, "steps": 5,
+                 "options": {"not an identifier": 1}}, "options"),
+    (EvaluateParams, {"policies": []}, "policies"),
+    (EvaluateParams, {"policies": ["expert", "expert"]}, "policies"),
+    (EvaluateParams, {"policies": ["run:x"]}, "policies"),
+    (EvaluateParams, {"perturbations": "goal:tiny"}, "perturbations"),
+    (EvaluateParams, {"episodes": 2, "videos_per_cell": 3}, "videos_per_cell"),
+    (EvaluateParams, {"instruction": ""}, "instruction"),
+    (CompareParams, {"policy_a": "expert", "policy_b": "expert"}, "policy_b"),
+    (ImagineParams, {"world_model": "run:1", "task": "reach-v3,push-v3"}, "task"),
+    (ImagineParams, {"world_model": "run:1", "task": "reach-v3", "horizon": 0}, "horizon"),
+])
+def test_bad_values_name_their_field(model, values, field):
+    with pytest.raises(ValidationError) as info:
+        model(**values)
+    assert any(field in loc for loc in _loc(info.value)), info.value
+    assert field in describe_errors(info.value.errors())
+
+
+def test_values_are_normalised_and_round_trip():
+    p = CollectParams(tasks="reach,push-v3", episodes=2, perturbation="Object:Minor")
+    assert p.tasks == ["reach-v3", "push-v3"]
+    assert p.perturbation == "object:minor"
+    stored = p.model_dump(mode="json")
+    assert parse_params("collect", stored) == p
+    e = EvaluateParams(tasks="smoke", perturbations="all")
+    assert len(e.perturbations) == 9 and e.perturbations[0] == "none"
+    assert e.tasks == ["drawer-open-v3", "button-press-topdown-v3"]
+    c = CompareParams(policy_a="expert", policy_b="run:3", tasks="reach-v3", episodes=2, videos_per_cell=5)
+    assert c.to_evaluate().policies == ["expert", "run:3"]
+    assert c.to_evaluate().videos_per_cell == 2
+
+
+def test_rft_needs_a_world_model_only_for_the_world_model_reward():
+    with pytest.raises(ValidationError) as info:
+        RFTParams(policy="run:1", dataset_id=1)
+    assert describe_errors(info.value.errors()).startswith("world_model: required with the world-model reward")
+    p = RFTParams(policy="run:1", dataset_id=1, options={"reward_source": "sim"}, preset="smoke")
+    assert p.world_model is None and p.steps is None

@@ -1,0 +1,216 @@
+"""One small function per job kind: `run_<kind>(params, ctx) -> dict` (the run's result).
+
+Stage modules are imported when a job runs, so a worker starts without torch, and a kind whose
+stage is not installed fails its run with a message that says so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from backend import store
+from backend.db import session_scope
+from backend.models import Dataset
+from backend.params import (
+    CollectParams,
+    EvaluateParams,
+    ImagineParams,
+    Params,
+    PipelineParams,
+    RFTParams,
+    TrainParams,
+)
+from sim.errors import InputError
+from workers.context import RunContext
+
+
+class StageUnavailable(RuntimeError):
+    pass
+
+
+def stage(kind: str, module: str, function: str) -> Callable:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise StageUnavailable(f"the {kind} stage ({module}.{function}) is not available in this worker: "
+                                   f"module {exc.name} is not installed") from exc
+        raise
+    fn = getattr(mod, function, None)
+    if fn is None:
+        raise StageUnavailable(f"the {kind} stage: {module} has no function {function}")
+    return fn
+
+
+# Simulator jobs (queue `sim`) ----------------------------------------------------------------------
+
+def run_collect(p: CollectParams, ctx: RunContext) -> dict:
+    from sim.collect import CollectConfig, collect
+
+    with session_scope(ctx.url) as s:  # an earlier attempt may have finished and registered it
+        done = s.query(Dataset).filter(Dataset.run_id == ctx.run_id, Dataset.source == "collect").first()
+        if done is not None:
+            return {"dataset_id": done.id, "dataset_name": done.name, "episodes": done.episodes}
+    out = ctx.settings.artifacts / "datasets" / f"collect-run{ctx.run_id}.h5"
+    cfg = CollectConfig(
+        tasks=tuple(p.tasks), episodes=p.episodes, perturbation=p.perturbation, action_noise=p.action_noise,
+        seed=p.seed, camera=p.camera, image_size=p.image_size, max_steps=p.max_steps,
+        keep_failures=p.keep_failures, workers=0,
+    )
+    report = collect(cfg, str(out), progress=ctx.sim_progress)
+    summary = report.summary.to_json()
+    ds = store.register_dataset(ctx.url, ctx.settings.artifacts, ctx.run_id, p.dataset_name or
+                                f"collect-{ctx.run_id}", out, summary, "collect")
+    for task, missing in report.shortfall.items():
+        ctx.log(f"{task}: {missing} episodes short; the expert failed too often", "warning")
+    return {"dataset_id": ds.id, "dataset_name": ds.name, "episodes": summary["episodes"],
+            "steps": summary["steps"], "tasks": summary["tasks"], "attempts": report.attempts,
+            "shortfall": report.shortfall}
+
+
+def policy_spec(ref: str, ctx: RunContext):
+    from sim.evaluate import EXPERT
+
+    folder = ctx.checkpoint(ref, "policy")
+    if folder is None:
+        return EXPERT
+    eval_spec = stage("evaluate", "models.policy_io", "eval_spec")
+    return eval_spec(str(folder))
+
+
+def _perturbation_parts(name: str) -> tuple[str, str | None]:
+    family, _, level = name.partition(":")
+    return family, level or None
+
+
+def run_evaluate(p: EvaluateParams, ctx: RunContext) -> dict:
+    """One policy, or two on the same seeded start states (evaluation seeds are deterministic)."""
+    import numpy as np
+
+    from sim.evaluate import EvalConfig, evaluate
+    from sim.video import side_by_side, write_mp4
+
+    specs = [(ref, policy_spec(ref, ctx)) for ref in p.policies]
+    exclude = tuple(ctx.dataset_path(i) for i in p.exclude_dataset_ids)
+    cfg = EvalConfig(
+        tasks=tuple(p.tasks), perturbations=list(p.perturbations), episodes=p.episodes, seed=p.seed,
+        max_steps=p.max_steps, instruction=p.instruction, instruction_set=p.instruction_set, video_dir=None,
+        exclude_datasets=exclude, workers=0, keep_frames=p.videos_per_cell,
+    )
+    reports = {}
+    for k, (ref, spec) in enumerate(specs):
+        def progress(done: int, total: int, label: str, k: int = k, ref: str = ref) -> None:
+            ctx.sim_progress(k * total + done, len(specs) * total, f"{ref} {label}")
+
+        reports[ref] = evaluate(spec, cfg, progress=progress)
+        store.write_evaluations(ctx.url, ctx.run_id, ref, p.seed, reports[ref].summary["rows"])
+
+    # Side-by-side (or single) videos of the recorded episodes, keyed by (task, perturbation, index).
+    videos = []
+    (ctx.out / "videos").mkdir(exist_ok=True)
+    recorded: dict[tuple, dict[str, object]] = {}
+    for ref, rep in reports.items():
+        for r in rep.results:
+            if r.frames is not None:
+                recorded.setdefault((r.task, r.perturbation, r.index), {})[ref] = r
+    for (task, pert, index), by_ref in recorded.items():
+        refs = [ref for ref in p.policies if ref in by_ref]
+        outcome = "_".join("ok" if by_ref[ref].success else "fail" for ref in refs)
+        name = f"{task}_{pert.replace(':', '-')}_{index}_{outcome}.mp4"
+        frames = side_by_side(*[list(by_ref[ref].frames) for ref in refs]) if len(refs) > 1 \
+            else list(by_ref[refs[0]].frames)
+        path = write_mp4(ctx.out / "videos" / name, [np.asarray(f) for f in frames])
+        ctx.artifact("video", path)
+        videos.append({"task": task, "perturbation": pert, "index": index, "policies": refs,
+                       "success": {ref: by_ref[ref].success for ref in refs}, "artifact": f"videos/{name}"})
+
+    by_pert = {ref: {c["perturbation"]: c for c in rep.summary["conditions"]} for ref, rep in reports.items()}
+    by_cell = {ref: {(r["task"], r["perturbation"]): r for r in rep.summary["rows"]} for ref, rep in reports.items()}
+    keep = ("episodes", "successes", "success_rate", "ci95")
+    families = []
+    for pert in p.perturbations:
+        family, level = _perturbation_parts(pert)
+        cond = {ref: {k: by_pert[ref][pert][k] for k in keep} for ref in p.policies if pert in by_pert[ref]}
+        if cond:
+            families.append({"perturbation": pert, "family": family, "level": level, "by_policy": cond})
+    cells = []
+    for task in p.tasks:
+        for pert in p.perturbations:
+            row = {ref: {k: by_cell[ref][(task, pert)][k] for k in keep}
+                   for ref in p.policies if (task, pert) in by_cell[ref]}
+            if row:
+                cells.append({"task": task, "perturbation": pert, "by_policy": row})
+    starts = [[json.dumps(e["start"], sort_keys=True) for e in reports[ref].summary["episodes"]]
+              for ref in p.policies]
+    result = {
+        "policies": p.policies,
+        "policy_names": {ref: spec.name for ref, spec in specs},
+        "seed": p.seed, "seed_stream": "eval", "episodes": p.episodes, "max_steps": p.max_steps,
+        "same_start_states": all(s == starts[0] for s in starts),
+        "families": families, "cells": cells, "videos": videos,
+        "starts_disjoint": {ref: rep.summary["starts_disjoint"] for ref, rep in reports.items()},
+    }
+    report_path = ctx.out / "report.json"
+    report_path.write_text(json.dumps({"comparison": result,
+                                       "reports": {ref: rep.summary for ref, rep in reports.items()}}, indent=1))
+    ctx.artifact("table", report_path)
+    return result
+
+
+# Model jobs (queue `train`) ------------------------------------------------------------------------
+
+def run_train_wm(p: TrainParams, ctx: RunContext) -> dict:
+    fn = stage("train_wm", "models.world_model.train", "train_world_model")
+    return fn(dataset=ctx.dataset_path(p.dataset_id), out=str(ctx.out), preset=p.preset, steps=p.steps,
+              resume=ctx.resume, hooks=ctx.hooks)
+
+
+def run_train_policy(p: TrainParams, ctx: RunContext) -> dict:
+    fn = stage("train_policy", "models.policy.train", "train_policy")
+    return fn(dataset=ctx.dataset_path(p.dataset_id), out=str(ctx.out), preset=p.preset, steps=p.steps,
+              resume=ctx.resume, hooks=ctx.hooks)
+
+
+def _folder(ctx: RunContext, ref: str, want: str) -> str:
+    folder = ctx.checkpoint(ref, want)
+    if folder is None:
+        raise InputError(f"{ref} is not a {want} checkpoint")
+    return str(folder)
+
+
+def run_rft(p: RFTParams, ctx: RunContext) -> dict:
+    fn = stage("rft", "models.rft", "train_rft")
+    wm = _folder(ctx, p.world_model, "world_model") if p.world_model else None
+    return fn(policy=_folder(ctx, p.policy, "policy"), wm=wm, dataset=ctx.dataset_path(p.dataset_id),
+              out=str(ctx.out), steps=p.steps, resume=ctx.resume, hooks=ctx.hooks, preset=p.preset, **p.options)
+
+
+def run_pipeline(p: PipelineParams, ctx: RunContext) -> dict:
+    fn = stage("pipeline", "models.pipeline", "run_pipeline")
+    return fn(preset=p.preset, out=str(ctx.out), resume=ctx.resume, hooks=ctx.hooks)
+
+
+def run_imagine(p: ImagineParams, ctx: RunContext) -> dict:
+    fn = stage("imagine", "models.imagine", "imagine")
+    policy = ctx.checkpoint(p.policy, "policy")
+    result = fn(world_model=_folder(ctx, p.world_model, "world_model"),
+                policy=str(policy) if policy is not None else "expert", task=p.task, instruction=p.instruction,
+                perturbation=p.perturbation, seed=p.seed, index=p.index, horizon=p.horizon, out=str(ctx.out),
+                hooks=ctx.hooks)
+    for video in sorted(Path(ctx.out).glob("*.mp4")):
+        ctx.artifact("video", video)
+    return result
+
+
+JOBS: dict[str, Callable[[Params, RunContext], dict]] = {
+    "collect": run_collect,
+    "evaluate": run_evaluate,
+    "train_wm": run_train_wm,
+    "train_policy": run_train_policy,
+    "rft": run_rft,
+    "pipeline": run_pipeline,
+    "imagine": run_imagine,
+}
