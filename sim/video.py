@@ -13,6 +13,15 @@ def upscale(frame: np.ndarray, factor: int) -> np.ndarray:
     return frame if factor == 1 else frame.repeat(factor, 0).repeat(factor, 1)
 
 
+def _pad16(frame: np.ndarray) -> np.ndarray:
+    """H.264 players want sizes divisible by 16: pad with white rather than let ffmpeg rescale."""
+    h, w = frame.shape[:2]
+    ph, pw = -h % 16, -w % 16
+    if ph or pw:
+        frame = np.pad(frame, ((0, ph), (0, pw), (0, 0)), constant_values=255)
+    return frame
+
+
 def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int = 20, scale: int = 4) -> Path:
     """Write frames (H, W, 3) uint8 to an MP4 atomically; small frames are enlarged by `scale`."""
     import imageio.v2 as imageio
@@ -27,7 +36,7 @@ def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int = 
     )
     try:
         for f in frames:
-            writer.append_data(upscale(np.asarray(f, dtype=np.uint8), scale))
+            writer.append_data(_pad16(upscale(np.asarray(f, dtype=np.uint8), scale)))
     except BaseException:
         writer.close()
         tmp.unlink(missing_ok=True)

@@ -80,8 +80,9 @@ def test_dataset_info_rejects_bad_files(tmp_path, tiny_dataset):
 
 
 def test_sim_eval_expert_reports_rates_intervals_videos_and_disjointness(tmp_path, tiny_dataset):
-    res = run_cli("sim-eval", "--policy", "expert", "--tasks", "drawer-open", "--perturb", "none,goal:major,robot:minor",
-                  "--episodes", "2", "--video", str(tmp_path / "v"), "--exclude-dataset", str(tiny_dataset), "--json")
+    res = run_cli("sim-eval", "--policy", "expert", "--tasks", "drawer-open",
+                  "--perturb", "none,goal:major,robot:minor", "--episodes", "2", "--video", str(tmp_path / "v"),
+                  "--exclude-dataset", str(tiny_dataset), "--json")
     assert res.code == 0, res.stderr
     rep = json.loads(res.stdout)
     cells = {(r["task"], r["perturbation"]): r for r in rep["rows"]}

@@ -82,7 +82,7 @@ def test_bad_files(tmp_path):
     raw = good.read_bytes()
     truncated = tmp_path / "truncated.h5"
     truncated.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(DatasetError, match="truncated|not a readable"):
+    with pytest.raises(DatasetError, match=r"truncated|not a readable"):
         validate_file(truncated)
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"not hdf5 at all" * 100)
