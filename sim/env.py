@@ -245,7 +245,8 @@ class SimEnv:
         state = np.asarray(state, dtype=np.float64)
         if state.shape != (self.state_size,):
             raise SimError(f"state has {state.shape} entries, {self.spec.name} needs ({self.state_size},)")
-        self.reset(start)
+        if start != self.start:  # a reset places the objects in the model; the same start needs none
+            self.reset(start)
         env = self._env
         n = self._state_size
         mujoco.mj_setState(env.model, env.data, state[:n], mujoco.mjtState.mjSTATE_INTEGRATION)

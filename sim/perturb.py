@@ -184,3 +184,35 @@ def candidate_starts(
             stream=stream,
             offsets=applied,
         )
+
+
+MAX_CUSTOM_OFFSET = 0.15  # metres: beyond this most placements leave the table or the arm's reach
+
+
+def with_offsets(start: StartState, spec: TaskSpec, offsets: dict[str, list[float]]) -> StartState:
+    """A start moved by explicit offsets {"object": [dx, dy], "goal": [dx, dy], "robot": [dx, dy, dz]} (metres)."""
+    vec = np.array(start.rand_vec, dtype=float)
+    hand = np.array(start.hand_init, dtype=float)
+    applied: dict[str, list[float]] = {}
+    sizes = {"object": 2, "goal": 2, "robot": 3}
+    for name, value in offsets.items():
+        if name not in sizes:
+            raise PerturbationError(f"unknown offset '{name}': use object, goal or robot")
+        d = np.asarray(value, dtype=float).reshape(-1)
+        if d.shape != (sizes[name],) or not np.all(np.isfinite(d)):
+            raise PerturbationError(f"offset '{name}' needs {sizes[name]} finite numbers, got {value!r}")
+        if np.linalg.norm(d) > MAX_CUSTOM_OFFSET:
+            raise PerturbationError(f"offset '{name}' is {np.linalg.norm(d):.3f} m; at most {MAX_CUSTOM_OFFSET} m")
+        if not np.any(d):
+            continue
+        idx = {"object": spec.obj_xy, "goal": spec.goal_xy}.get(name)
+        if name == "robot":
+            hand = hand + d
+        elif idx is None:
+            raise PerturbationError(f"{spec.name} has no independent {name} to move")
+        else:
+            vec[list(idx)] += d
+        applied[name] = d.tolist()
+    return StartState(task=start.task, rand_vec=tuple(float(x) for x in vec), hand_init=tuple(float(x) for x in hand),
+                      perturbation="custom" if applied else start.perturbation, seed=start.seed, index=start.index,
+                      stream=start.stream, offsets=applied or start.offsets)

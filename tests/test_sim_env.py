@@ -105,6 +105,11 @@ def test_restoring_a_recorded_state_reproduces_frames_and_replays_exactly():
                 assert r == pytest.approx(rewards[k])
         finally:
             other.close()
+        # restoring again in the environment that just stepped (no reset in between) is exact too
+        for k in (5, 30, 12):
+            assert np.array_equal(env.restore(start, states[k]).frame, frames[k])
+            o, _, _ = env.step(actions[k])
+            assert np.array_equal(o.frame, frames[k + 1])
         with pytest.raises(SimError, match="state has"):
             env.restore(start, states[0][:-3])
     finally:
