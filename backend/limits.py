@@ -112,8 +112,12 @@ def check_run(s: Session, settings: Settings, kind: str, p: Params, loc: Loc = (
             errors.append(_err((*loc, "videos_per_cell"), f"too big for this machine: the recorded episodes need up "
                                f"to {human(frames)} of memory, {human(available_memory())} available"))
     elif isinstance(p, ImagineParams):
-        ref(p.world_model, "world_model", (*loc, "world_model"))
-        ref(p.policy, "policy", (*loc, "policy"))
+        if p.world_model:
+            ref(p.world_model, "world_model", (*loc, "world_model"))
+        if p.policy:
+            ref(p.policy, "policy", (*loc, "policy"))
+        for label, r in p.policies.items():
+            ref(r, "policy", (*loc, "policies", label))
     return errors
 
 

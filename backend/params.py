@@ -7,6 +7,7 @@ ids) or the machine (disk, memory) live in backend/limits.py.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
@@ -227,26 +228,59 @@ class PipelineParams(Params):
 
 
 class ImagineParams(Params):
-    """A world-model rollout of a policy from one start state, as a video."""
+    """Imagined (world model) and real (simulator) rollouts of up to two policies from one start state."""
 
-    world_model: str = Field(description="run:<id> or artifact:<id> of a world model.", examples=["run:2"])
-    policy: str = Field("expert", description="Whose actions drive the world model.", examples=["run:3"])
+    world_model: str | None = Field(None, description="run:<id> or artifact:<id> of a world model; "
+                                    "without one only the simulator column is shown.", examples=["run:2"])
+    policy: str | None = Field(None, description="One policy (kept for scripts); see `policies`.", examples=["run:3"])
+    policies: dict[str, str] = Field(
+        default_factory=dict, description="label → run:<id> / artifact:<id> / expert, at most two.",
+        examples=[{"base": "run:3", "rft": "run:4"}],
+    )
     task: str = Field(description="Task of the start state.", examples=["reach-v3"])
     instruction: str | None = Field(None, min_length=1, max_length=512, description="Default: the task's.")
     perturbation: str = Field("none", description="none or FAMILY:LEVEL applied to the start state.")
+    offsets: dict[str, list[float]] = Field(
+        default_factory=dict, description="Explicit offsets in metres: object [dx, dy], goal [dx, dy], "
+        "robot [dx, dy, dz] (each at most 0.15 m).", examples=[{"object": [0.03, 0.0], "robot": [0.0, 0.0, 0.05]}],
+    )
     seed: Seed = 0
     index: int = Field(0, ge=0, le=1_000_000, description="Which start of the seed's stream.")
-    horizon: int = Field(64, ge=1, le=1000, description="Imagined steps.")
+    horizon: int = Field(48, ge=1, le=400, description="Imagined steps.")
+    max_steps: int = Field(200, ge=1, le=1000, description="Simulator steps before an episode counts as failed.")
 
     @field_validator("world_model")
     @classmethod
     def check_world_model(cls, v):
-        return check_model_ref(v)
+        return None if v is None else check_model_ref(v)
 
     @field_validator("policy")
     @classmethod
     def check_policy(cls, v):
-        return check_policy_ref(v)
+        return None if v is None else check_policy_ref(v)
+
+    @field_validator("policies")
+    @classmethod
+    def check_policies(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > 2:
+            raise ValueError("at most two policies")
+        for label in v:
+            if not label or len(label) > 32 or not label.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"label {label!r} must be 1-32 letters, digits, - or _")
+        return {k: check_policy_ref(ref) for k, ref in v.items()}
+
+    @field_validator("offsets")
+    @classmethod
+    def check_offsets(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
+        sizes = {"object": 2, "goal": 2, "robot": 3}
+        for name, d in v.items():
+            if name not in sizes:
+                raise ValueError(f"unknown offset {name!r}: use object, goal or robot")
+            if len(d) != sizes[name] or any(not math.isfinite(x) for x in d):
+                raise ValueError(f"{name} needs {sizes[name]} finite numbers")
+            if math.sqrt(sum(x * x for x in d)) > 0.15:
+                raise ValueError(f"{name} offset is larger than 0.15 m")
+        return v
 
     @field_validator("task")
     @classmethod

@@ -195,11 +195,15 @@ def run_pipeline(p: PipelineParams, ctx: RunContext) -> dict:
 
 def run_imagine(p: ImagineParams, ctx: RunContext) -> dict:
     fn = stage("imagine", "models.imagine", "imagine")
-    policy = ctx.checkpoint(p.policy, "policy")
-    result = fn(world_model=_folder(ctx, p.world_model, "world_model"),
-                policy=str(policy) if policy is not None else "expert", task=p.task, instruction=p.instruction,
-                perturbation=p.perturbation, seed=p.seed, index=p.index, horizon=p.horizon, out=str(ctx.out),
-                hooks=ctx.hooks)
+    refs = dict(p.policies) or {"policy": p.policy or "expert"}
+    policies = {}
+    for label, ref in refs.items():
+        folder = ctx.checkpoint(ref, "policy")
+        policies[label] = str(folder) if folder is not None else "expert"
+    wm = _folder(ctx, p.world_model, "world_model") if p.world_model else None
+    result = fn(world_model=wm, policies=policies, task=p.task, instruction=p.instruction, perturbation=p.perturbation,
+                offsets=p.offsets, seed=p.seed, index=p.index, horizon=p.horizon, max_steps=p.max_steps,
+                out=str(ctx.out), hooks=ctx.hooks)
     for video in sorted(Path(ctx.out).glob("*.mp4")):
         ctx.artifact("video", video)
     return result

@@ -76,9 +76,10 @@ RunCreate = Annotated[
 
 def _default_parent(p: Params) -> int | None:
     refs = p.policies if isinstance(p, EvaluateParams) else (
-        [p.policy] if isinstance(p, RFTParams) else [p.world_model] if isinstance(p, ImagineParams) else [])
+        [p.policy] if isinstance(p, RFTParams) else
+        [p.world_model, p.policy, *p.policies.values()] if isinstance(p, ImagineParams) else [])
     for ref in refs:
-        if ref.startswith("run:"):
+        if ref and ref.startswith("run:"):
             return int(ref[4:])
     return None
 

@@ -1,0 +1,185 @@
+"""The playground: what the world model imagines a policy doing from a start, next to what really happens.
+
+For each policy, from the same start state:
+  - imagined: the policy acts on the world model's own predicted frames (and predicted proprio), one
+    chunk at a time, re-planning after each chunk;
+  - real: the same policy in the simulator, until success or `max_steps`.
+The verified reward of an imagined rollout compares it with the world model's rollout under the
+scripted expert's actions from the same start (the expert is the ground truth a dataset would hold),
+over the imagined horizon: r = −mean_t MAE(ô^π_t, ô^expert_t).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.hooks import Hooks
+from sim.errors import InputError
+
+
+def _chunk_policy(path: str):
+    from models.policy_io import SimChunkPolicy
+    from sim.evaluate import ExpertChunkPolicy
+
+    return ExpertChunkPolicy() if path == "expert" else SimChunkPolicy(path)
+
+
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(T, 3, H, W) float in [0, 1] → (T, H, W, 3) uint8."""
+    return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def imagine_policy(wm, policy, first_frame: np.ndarray, proprio: np.ndarray, instruction: str, horizon: int):
+    """Closed loop inside the world model; returns (frames uint8 [T, H, W, 3], actions [T, 4])."""
+    context = int(policy.policy.config.context)
+    frames = [first_frame] * context
+    state = wm.begin(torch.from_numpy(np.stack(frames[-wm.context_frames :])).permute(0, 3, 1, 2)[None].float() / 255)
+    prop = torch.from_numpy(np.asarray(proprio, np.float32))[None]
+    out_frames, actions = [], []
+    with torch.inference_mode():
+        while len(actions) < horizon:
+            ctx = torch.from_numpy(np.stack(frames[-context:])).permute(0, 3, 1, 2)[None]
+            chunk = policy.policy.act({"context": ctx, "proprio": prop, "instruction": [instruction]})
+            chunk = chunk[:, : horizon - len(actions)]
+            zs, hands, state = wm.unroll(state, wm.normalize_actions(chunk.to(wm.device)))
+            pred = _to_uint8(wm.decode(zs, state.ctx)[0])
+            out_frames += list(pred)
+            frames += list(pred)
+            actions += list(chunk[0].cpu().numpy())
+            prop = (hands[:, -1] * wm.proprio_std + wm.proprio_mean).cpu().float()
+    return np.stack(out_frames), np.stack(actions)
+
+
+def imagine(
+    world_model: str | None,
+    task: str,
+    instruction: str | None = None,
+    seed: int = 0,
+    out: str = ".",
+    policies: dict[str, str] | None = None,
+    policy: str | None = None,
+    perturbation: str = "none",
+    offsets: dict[str, list[float]] | None = None,
+    index: int = 0,
+    horizon: int = 48,
+    max_steps: int = 200,
+    hooks: Hooks | None = None,
+) -> dict[str, Any]:
+    """Imagined and real rollouts of each policy from one start; writes MP4s into `out`."""
+    from models.policy.text import check_instruction
+    from models.rewards import verified_reward
+    from sim.env import SimEnv
+    from sim.evaluate import ExpertChunkPolicy, run_episode
+    from sim.perturb import parse_perturbation, with_offsets
+    from sim.tasks import get_task
+    from sim.video import side_by_side, write_mp4
+
+    hooks = hooks or Hooks()
+    spec = get_task(task)
+    text = check_instruction(instruction if instruction is not None else spec.instruction)
+    policies = dict(policies or {})
+    if policy is not None:
+        policies.setdefault("policy", policy)
+    if not policies:
+        policies = {"expert": "expert"}
+    if not 1 <= horizon <= 400:
+        raise InputError(f"horizon must be between 1 and 400, got {horizon}")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    wm = None
+    camera, size = "workspace", 64
+    if world_model:
+        from models.world_model import load_world_model
+
+        wm = load_world_model(world_model)
+        camera, size = wm.camera or camera, wm.image_size
+    built = {label: _chunk_policy(path) for label, path in policies.items()}
+    for label, p in built.items():
+        cfg = getattr(getattr(p, "policy", None), "config", None)
+        if cfg is not None and (cfg.camera, cfg.image_size) != (camera, size):
+            if wm is not None:
+                raise InputError(f"policy '{label}' sees {cfg.image_size}px '{cfg.camera}' frames, the world model "
+                                 f"{size}px '{camera}'")
+            camera, size = cfg.camera, cfg.image_size
+
+    env = SimEnv(spec.name, camera=camera, image_size=size, max_steps=max_steps)
+    try:
+        start = env.sample_start(parse_perturbation(perturbation), seed=seed, index=index, stream="demo")
+        if offsets:
+            start = with_offsets(start, spec, offsets)
+        from sim.env import StartRejected
+
+        try:
+            obs0 = env.reset(start)
+        except StartRejected as exc:
+            raise InputError(f"these offsets put {spec.name}'s object and goal too close together ({exc})") from exc
+
+        # the expert's actions from this start: the reference for the verified reward
+        expert = ExpertChunkPolicy()
+        ref_actions = []
+        e_obs = obs0
+        expert.reset(spec.name, text)
+        for _ in range(horizon):
+            a = expert.act(e_obs)[0]
+            ref_actions.append(a)
+            e_obs, _, done = env.step(a)
+            if done:
+                break
+        ref_actions += [np.zeros(4, np.float32)] * (horizon - len(ref_actions))  # after success: hold still
+        ref_frames = None
+        if wm is not None:
+            ctx = torch.from_numpy(obs0.frame).permute(2, 0, 1)[None, None]
+            ref_frames = wm.rollout(ctx, torch.from_numpy(np.stack(ref_actions))[None])
+
+        cells, rows = [], []
+        for i, (label, p) in enumerate(built.items()):
+            hooks.progress(i / len(built), f"{label}: simulator")
+            success, steps, sim_frames = run_episode(env, p, start, text, max_steps, record=True)
+            sim_name = f"{label}_simulator.mp4"
+            write_mp4(out_dir / sim_name, sim_frames)
+            cells.append({"policy": label, "source": "simulator", "video": sim_name, "success": bool(success),
+                          "verified_reward": None, "steps": int(steps)})
+            row = [sim_frames]
+            if wm is not None and policies[label] != "expert":
+                hooks.progress((i + 0.5) / len(built), f"{label}: world model")
+                p.reset(spec.name, text)
+                wm_frames, _ = imagine_policy(wm, p, obs0.frame, obs0.proprio, text, horizon)
+                pred = torch.from_numpy(wm_frames).permute(0, 3, 1, 2)[None].float() / 255
+                reward = float(verified_reward(pred, ref_frames[:, : pred.shape[1]])[0])
+                wm_name = f"{label}_world_model.mp4"
+                write_mp4(out_dir / wm_name, wm_frames)
+                cells.append({"policy": label, "source": "world_model", "video": wm_name, "success": None,
+                              "verified_reward": reward, "steps": len(wm_frames)})
+                row = [wm_frames, sim_frames]
+            elif wm is not None:  # the expert itself: its imagined rollout is the reference
+                wm_frames = _to_uint8(ref_frames[0])
+                wm_name = f"{label}_world_model.mp4"
+                write_mp4(out_dir / wm_name, wm_frames)
+                cells.append({"policy": label, "source": "world_model", "video": wm_name, "success": None,
+                              "verified_reward": 0.0, "steps": horizon})
+                row = [wm_frames, sim_frames]
+            rows.append(side_by_side(*row))
+            hooks.artifact("video", str(out_dir / sim_name))
+    finally:
+        env.close()
+    n = max(len(r) for r in rows)
+    width = max(r[0].shape[1] for r in rows)
+    grid = []
+    for t in range(n):
+        tiles = []
+        for r in rows:
+            f = r[min(t, len(r) - 1)]
+            f = np.pad(f, ((0, 2), (0, width - f.shape[1]), (0, 0)), constant_values=255)
+            tiles.append(f)
+        grid.append(np.concatenate(tiles, axis=0))
+    write_mp4(out_dir / "grid.mp4", grid)
+    hooks.artifact("video", str(out_dir / "grid.mp4"))
+    hooks.progress(1.0, "done")
+    return {"start": start.to_json(), "instruction": text, "task": spec.name, "cells": cells,
+            "grid_video": "grid.mp4", "columns": ["world_model", "simulator"] if wm is not None else ["simulator"],
+            "reference": "the world model's rollout under the scripted expert's actions from the same start"}

@@ -1,0 +1,300 @@
+"""The whole VLA-RFT chain in one command:
+
+    1. collect expert episodes (clean, and noisy-action ones for the world model and DART labels);
+    2. train the world model;
+    3. train the base policy (behaviour cloning; the "base" snapshot is deliberately short of convergence);
+    4. fine-tune the base policy with GRPO inside the frozen world model (models/rft.py);
+    5. evaluate base and RFT in the real simulator on the perturbation suite, on the same held-out
+       evaluation seeds for both (the `eval` seed stream, never used for data).
+
+Writes OUT/results.json, OUT/results.md (shaped like the paper's Tables 1 and 2) and side-by-side MP4s
+(base | RFT, same start) under OUT/videos. Every stage is resumable: a finished stage leaves
+OUT/<stage>/stage.json and is skipped on `resume`; an unfinished one continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from models.hooks import Hooks
+from sim.errors import InputError
+
+
+@dataclass
+class PipelinePreset:
+    tasks: str
+    clean_episodes: int  # expert episodes per task
+    noisy_episodes: int  # noisy-action episodes per task (expert labels kept)
+    action_noise: float
+    wm_preset: str
+    policy_preset: str
+    rft_preset: str
+    perturbations: str  # "all" or a comma-separated list
+    eval_episodes: int  # per task and perturbation
+    eval_max_steps: int = 200
+    wm_steps: int | None = None
+    policy_steps: int | None = None
+    rft_steps: int | None = None
+    rft_start: str = "base"  # which BC checkpoint RFT fine-tunes: base | full
+    policy_options: dict = field(default_factory=dict)  # overrides for models.policy.train
+    rft_options: dict = field(default_factory=dict)  # overrides for models.rft
+    videos: int = 6
+    seed: int = 0
+
+
+PRESETS: dict[str, PipelinePreset] = {
+    "smoke": PipelinePreset(
+        tasks="smoke", clean_episodes=3, noisy_episodes=1, action_noise=0.3, wm_preset="smoke",
+        policy_preset="smoke", rft_preset="smoke", perturbations="none,object:minor", eval_episodes=1,
+        eval_max_steps=60, videos=2,
+    ),
+    "cpu-quick": PipelinePreset(
+        tasks="cpu-quick", clean_episodes=50, noisy_episodes=50, action_noise=0.3, wm_preset="cpu-quick",
+        policy_preset="cpu-quick", rft_preset="cpu-quick", perturbations="all", eval_episodes=20,
+        policy_options={"snapshot_every": 250},
+    ),
+    "mt10-gpu": PipelinePreset(
+        tasks="mt10", clean_episodes=100, noisy_episodes=100, action_noise=0.3, wm_preset="gpu",
+        policy_preset="gpu", rft_preset="gpu", perturbations="all", eval_episodes=50,
+    ),
+}
+
+STAGES = ("collect", "world_model", "policy", "rft", "evaluate")
+# rough share of wall time per stage on cpu-quick, for one progress bar over the whole run
+WEIGHTS = {"collect": 0.05, "world_model": 0.35, "policy": 0.2, "rft": 0.2, "evaluate": 0.2}
+
+
+def make_preset(name: str, **overrides: Any) -> PipelinePreset:
+    if name not in PRESETS:
+        raise InputError(f"unknown pipeline preset {name!r}: choose from {', '.join(PRESETS)}")
+    bad = sorted(set(overrides) - set(PipelinePreset.__dataclass_fields__))
+    if bad:
+        raise InputError(f"unknown pipeline option(s): {', '.join(bad)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _stage_hooks(hooks: Hooks, stage: str) -> Hooks:
+    before = sum(WEIGHTS[s] for s in STAGES[: STAGES.index(stage)])
+
+    def progress(frac: float, msg: str) -> None:
+        hooks.progress(before + WEIGHTS[stage] * min(max(frac, 0.0), 1.0), f"{stage}: {msg}")
+
+    def metrics(step: int, values: dict[str, float]) -> None:
+        hooks.metrics(step, {f"{stage}/{k}": v for k, v in values.items()})
+
+    return Hooks(progress=progress, metrics=metrics, artifact=hooks.artifact, should_stop=hooks.should_stop)
+
+
+class Stopped(Exception):
+    """The run was asked to stop; finished stages are kept and `resume` continues."""
+
+
+def run_pipeline(
+    preset: str, out: str, resume: bool = False, hooks: Hooks | None = None, **overrides: Any
+) -> dict:
+    hooks = hooks or Hooks()
+    p = make_preset(preset, **overrides)
+    root = Path(out)
+    if root.exists() and any(root.iterdir()) and not resume and not (root / "pipeline.json").exists():
+        raise InputError(f"{root} is not empty and holds no pipeline: pick a new --out")
+    if (root / "pipeline.json").exists() and not resume:
+        raise InputError(f"{root} already holds a pipeline run: pass --resume to continue it or pick a new --out")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pipeline.json").write_text(json.dumps({"preset": preset, "config": asdict(p)}, indent=1))
+    timings: dict[str, float] = {}
+    summaries: dict[str, Any] = {}
+    t_all = time.time()
+
+    def stage(name: str, fn: Callable[[Hooks, Path], dict]) -> dict:
+        folder = root / name
+        marker = folder / "stage.json"
+        if marker.exists():
+            done = json.loads(marker.read_text())
+            timings[name] = done["seconds"]
+            summaries[name] = done["summary"]
+            return done["summary"]
+        if hooks.should_stop():
+            raise Stopped(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        sh = _stage_hooks(hooks, name)
+        summary = fn(sh, folder)
+        if hooks.should_stop() or summary.get("complete") is False:
+            raise Stopped(name)
+        timings[name] = time.time() - t0
+        summaries[name] = summary
+        marker.write_text(json.dumps({"seconds": timings[name], "summary": summary}, indent=1, default=str))
+        sh.progress(1.0, "done")
+        return summary
+
+    data = root / "collect"
+    clean, noisy = data / "clean.h5", data / "noisy.h5"
+
+    def collect_stage(h: Hooks, folder: Path) -> dict:
+        from sim.collect import CollectConfig, collect
+        from sim.tasks import resolve_tasks
+
+        n_tasks = len(resolve_tasks(p.tasks))
+        grand_total = (p.clean_episodes + p.noisy_episodes) * n_tasks
+        out = {}
+        for path, episodes, noise, seed, before in (
+            (clean, p.clean_episodes, 0.0, p.seed, 0),
+            (noisy, p.noisy_episodes, p.action_noise, p.seed + 1, p.clean_episodes * n_tasks),
+        ):
+            if episodes <= 0 or path.exists():
+                continue
+
+            def progress(done: int, total: int, task: str, before: int = before) -> None:
+                if h.should_stop():
+                    raise Stopped("collect")
+                h.progress((before + done) / grand_total, task)
+
+            rep = collect(CollectConfig(tasks=p.tasks, episodes=episodes, action_noise=noise, seed=seed,
+                                        keep_failures=noise > 0), str(path), progress=progress)
+            out[path.name] = rep.summary.to_json()
+            h.artifact("table", str(path))
+        return out
+
+    def datasets() -> str:
+        return ",".join(str(x) for x in (clean, noisy) if x.exists())
+
+    def wm_stage(h: Hooks, folder: Path) -> dict:
+        from models.world_model.train import train_world_model
+
+        return train_world_model(datasets(), str(folder), preset=p.wm_preset, steps=p.wm_steps,
+                                 resume=(folder / "train_state.pt").exists(), hooks=h)
+
+    def policy_stage(h: Hooks, folder: Path) -> dict:
+        from models.policy.train import train_policy
+
+        return train_policy(datasets(), str(folder), preset=p.policy_preset, steps=p.policy_steps,
+                            resume=(folder / "train_state.pt").exists(), hooks=h, **p.policy_options)
+
+    def rft_stage(h: Hooks, folder: Path) -> dict:
+        from models.rft import train_rft
+
+        start = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
+        return train_rft(str(start), str(root / "world_model"), str(clean), str(folder), steps=p.rft_steps,
+                         resume=(folder / "train_state.pt").exists(), hooks=h, preset=p.rft_preset,
+                         **p.rft_options)
+
+    def eval_stage(h: Hooks, folder: Path) -> dict:
+        return evaluate_pair(root, p, folder, h)
+
+    try:
+        for name, fn in (("collect", collect_stage), ("world_model", wm_stage), ("policy", policy_stage),
+                         ("rft", rft_stage), ("evaluate", eval_stage)):
+            stage(name, fn)
+    except Stopped as exc:
+        return {"out": str(root), "complete": False, "stopped_in": str(exc), "timings": timings}
+    results = {
+        "preset": preset, "config": asdict(p), "timings_s": timings, "wall_s_this_call": time.time() - t_all,
+        "total_stage_s": sum(timings.values()), **summaries["evaluate"],
+        "stages": {k: v for k, v in summaries.items() if k != "evaluate"},
+    }
+    (root / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    (root / "results.md").write_text(results_markdown(results))
+    hooks.artifact("table", str(root / "results.md"))
+    hooks.progress(1.0, "pipeline done")
+    return {"out": str(root), "complete": True, "results": str(root / "results.json"), "timings": timings,
+            "success": results["success"]}
+
+
+def evaluate_pair(root: Path, p: PipelinePreset, folder: Path, hooks: Hooks) -> dict:
+    """Base and RFT on the same evaluation starts; side-by-side videos where they differ first."""
+    from models.policy_io import eval_spec
+    from sim.evaluate import EvalConfig, evaluate
+    from sim.perturb import parse_perturbations
+    from sim.video import side_by_side, write_mp4
+
+    base_dir = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
+    specs = {"base": eval_spec(base_dir), "rft": eval_spec(root / "rft")}
+    reports = {}
+    for i, (name, spec) in enumerate(specs.items()):
+        cfg = EvalConfig(tasks=p.tasks, perturbations=parse_perturbations(p.perturbations), episodes=p.eval_episodes,
+                         seed=p.seed, max_steps=p.eval_max_steps, keep_frames=1,
+                         exclude_datasets=tuple(str(x) for x in (root / "collect").glob("*.h5")))
+
+        def progress(done: int, total: int, task: str, i: int = i) -> None:
+            if hooks.should_stop():
+                raise Stopped("evaluate")
+            hooks.progress((i + done / total) / 2, f"{task} ({list(specs)[i]})")
+
+        reports[name] = evaluate(spec, cfg, progress=progress)
+        (folder / f"{name}.json").write_text(json.dumps(reports[name].summary, indent=1))
+    # side-by-side videos: same start, base | RFT; outcomes that differ first
+    videos_dir = root / "videos"
+    videos_dir.mkdir(exist_ok=True)
+    pairs = []
+    rft_by_key = {(r.task, r.perturbation, r.index): r for r in reports["rft"].results if r.frames is not None}
+    for b in reports["base"].results:
+        r = rft_by_key.get((b.task, b.perturbation, b.index))
+        if b.frames is not None and r is not None:
+            pairs.append((b.success == r.success, not r.success, b, r))
+    pairs.sort(key=lambda x: (x[0], x[1]))
+    videos = []
+    for _, _, b, r in pairs[: p.videos]:
+        name = (f"{b.task}_{b.perturbation.replace(':', '-')}_{b.index}_base-{'ok' if b.success else 'fail'}"
+                f"_rft-{'ok' if r.success else 'fail'}.mp4")
+        videos.append(str(write_mp4(videos_dir / name, side_by_side(list(b.frames), list(r.frames)))))
+        hooks.artifact("video", videos[-1])
+    overlap = any(not rep.summary["starts_disjoint"] for rep in reports.values())
+    return {
+        "success": {name: rep.summary["conditions"] for name, rep in reports.items()},
+        "per_task": {name: rep.summary["rows"] for name, rep in reports.items()},
+        "eval": {"episodes_per_cell": p.eval_episodes, "seed": p.seed, "seed_stream": "eval",
+                 "max_steps": p.eval_max_steps, "starts_disjoint_from_training_data": not overlap},
+        "videos": videos,
+    }
+
+
+def _pct(c: dict | None) -> str:
+    if c is None:
+        return "n/a"
+    lo, hi = c["ci95"]
+    return f"{100 * c['success_rate']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def results_markdown(results: dict) -> str:
+    base = {c["perturbation"]: c for c in results["success"]["base"]}
+    rft = {c["perturbation"]: c for c in results["success"]["rft"]}
+    tasks = list(dict.fromkeys(r["task"] for r in results["per_task"]["base"]))
+    cell = {(name, r["task"], r["perturbation"]): r for name in ("base", "rft") for r in results["per_task"][name]}
+    ev = results["eval"]
+    lines = [
+        f"# VLA-RFT pipeline: preset {results['preset']}",
+        "",
+        f"Success in the real simulator, % [95% Wilson interval]; {ev['episodes_per_cell']} episodes per task and "
+        f"condition, evaluation seed {ev['seed']} (stream `eval`, disjoint from training data: "
+        f"{'yes' if ev['starts_disjoint_from_training_data'] else 'NO'}), max {ev['max_steps']} steps.",
+        "",
+        "## Table 1: in-distribution",
+        "",
+        "| policy | " + " | ".join(tasks) + " | Avg |",
+        "|---|" + "---|" * (len(tasks) + 1),
+    ]
+    for name in ("base", "rft"):
+        row = [_pct(cell.get((name, t, "none"))) for t in tasks]
+        lines.append(f"| {name} | " + " | ".join(row) + f" | {_pct((base if name == 'base' else rft).get('none'))} |")
+    lines += ["", "## Table 2: perturbations (base → RFT)", "", "| perturbation | minor | major |", "|---|---|---|"]
+    for fam in ("object", "goal", "robot", "combined"):
+        cols = []
+        for lvl in ("minor", "major"):
+            k = f"{fam}:{lvl}"
+            cols.append("n/a" if k not in base else f"{_pct(base.get(k))} → {_pct(rft.get(k))}")
+        lines.append(f"| {fam} | " + " | ".join(cols) + " |")
+    lines += ["", "## Wall time", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in results["timings_s"].items()]
+    lines += [f"| total | {results['total_stage_s']:.0f} |", ""]
+    rft_stage = results["stages"].get("rft", {})
+    if rft_stage:
+        lines += [f"RFT: {rft_stage.get('steps')} steps, {rft_stage.get('seconds_per_step', 0):.2f} s/step, "
+                  f"reward {rft_stage.get('reward_first', 0):.4f} → {rft_stage.get('reward_last', 0):.4f}.", ""]
+    if results.get("videos"):
+        lines += ["Side-by-side videos (base | RFT, same start): " + ", ".join(Path(v).name for v in results["videos"])]
+    return "\n".join(lines) + "\n"
