@@ -1,0 +1,98 @@
+"""What the launch form starts from: each job kind's parameters, filled in from a preset and from what
+the studio already holds (the newest dataset and checkpoints). The fields and their defaults come from
+the API's own parameter models, so the form never drifts from what the server validates."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, get_args
+
+from backend.client import (
+    CollectParams,
+    EvaluateParams,
+    Params,
+    PipelineParams,
+    RFTParams,
+    StudioClient,
+    TrainParams,
+)
+
+KINDS: dict[str, type[Params]] = {
+    "pipeline": PipelineParams,
+    "collect": CollectParams,
+    "train_wm": TrainParams,
+    "train_policy": TrainParams,
+    "rft": RFTParams,
+    "evaluate": EvaluateParams,
+}
+KIND_LABELS = {
+    "pipeline": "Whole pipeline: collect → world model → policy → RFT → evaluate",
+    "collect": "Collect expert episodes (a dataset)",
+    "train_wm": "Train the world model",
+    "train_policy": "Train the base VLA policy",
+    "rft": "GRPO fine-tuning (RFT) inside the world model",
+    "evaluate": "Evaluate in the simulator",
+}
+TASK_PRESET_NAMES = ("smoke", "cpu-quick", "mt10", "mt50")
+# Episodes per task (collect) or per task × perturbation (evaluate) that each task preset starts from.
+EPISODES = {"smoke": 2, "cpu-quick": 25, "mt10": 50, "mt50": 50}
+
+
+def presets_for(kind: str) -> list[str]:
+    if kind in ("collect", "evaluate"):
+        return list(TASK_PRESET_NAMES)
+    return list(get_args(KINDS[kind].model_fields["preset"].annotation))
+
+
+def _defaults(model: type[Params]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            out[name] = None
+        else:
+            out[name] = field.get_default(call_default_factory=True)
+    return out
+
+
+def _latest(c: StudioClient) -> tuple[int | None, str | None, str | None]:
+    """The newest dataset id, policy checkpoint ref and world-model checkpoint ref (None if none)."""
+    ds = c.datasets(limit=1).items
+    policies = c.checkpoints(kind="policy", limit=1)
+    wms = c.checkpoints(kind="world_model", limit=1)
+    return (ds[0].id if ds else None, policies[0].ref if policies else None, wms[0].ref if wms else None)
+
+
+def default_params(kind: str, preset: str, c: StudioClient | None) -> dict[str, Any]:
+    model = KINDS[kind]
+    p = _defaults(model)
+    if kind == "pipeline":
+        p["preset"] = preset
+        return p
+    dataset, policy, wm = _latest(c) if c is not None and kind in ("train_wm", "train_policy", "rft") \
+        else (None, None, None)
+    if kind == "collect":
+        p.update(tasks=preset, episodes=EPISODES.get(preset, 2))
+    elif kind == "evaluate":
+        p.update(tasks=preset, episodes=EPISODES.get(preset, 2), perturbations="none" if preset == "smoke" else "all")
+    else:
+        p.update(dataset_id=dataset, preset=preset)
+        if kind == "rft":
+            p.update(policy=policy, world_model=wm)
+    return p
+
+
+def params_json(kind: str, preset: str, c: StudioClient | None) -> str:
+    return json.dumps(default_params(kind, preset, c), indent=2)
+
+
+def fields_help(kind: str) -> str:
+    model = KINDS[kind]
+    lines = []
+    for name, field in model.model_fields.items():
+        req = " (required)" if field.is_required() else ""
+        desc = field.description or ""
+        choices = get_args(field.annotation) if str(field.annotation).startswith("typing.Literal") else ()
+        if choices:
+            desc = (desc + " " if desc else "") + "One of " + ", ".join(f"`{c}`" for c in choices) + "."
+        lines.append(f"- `{name}`{req}{': ' + desc if desc else ''}")
+    return "\n".join(lines)

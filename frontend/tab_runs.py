@@ -1,0 +1,330 @@
+"""The Runs tab: launch the pipeline or one stage, a live table of runs, and a page per run with live
+curves, results, logs, artifact downloads, cancel and resume."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import gradio as gr
+
+from backend.client import RunOut, StudioClient
+from frontend import charts, presets, render
+from frontend.api import cached_artifact, client, guard
+from frontend.loaders import Loader
+
+POLL_S = 2.0
+RUNS_SHOWN = 30
+METRIC_PAGE_ROWS = 20_000  # the API's default page of metric rows
+MAX_METRIC_PAGES = 10  # per refresh; a huge run catches up over a few refreshes
+
+# The run each browser session shows now. A timer tick that started before the user opened another
+# run must not paint the old run over the new one; it checks here before it answers.
+_shown: OrderedDict[str, int | None] = OrderedDict()
+_shown_lock = threading.Lock()
+
+
+def _set_shown(request: gr.Request | None, run_id: int | None) -> None:
+    key = getattr(request, "session_hash", None) or ""
+    with _shown_lock:
+        _shown[key] = run_id
+        _shown.move_to_end(key)
+        while len(_shown) > 10_000:
+            _shown.popitem(last=False)
+
+
+def _is_shown(request: gr.Request | None, run_id: int | None) -> bool:
+    with _shown_lock:
+        return _shown.get(getattr(request, "session_hash", None) or "", run_id) == run_id
+
+
+def _empty_detail(run_id: int | None = None) -> dict[str, Any]:
+    return {"id": run_id, "metric_id": 0, "series": {}, "log_id": 0, "logs": [], "status": None, "progress": None,
+            "attempt": None, "artifacts": None, "results_for": None}
+
+
+def merge_series(series: dict[str, dict[str, list]], name: str, steps: list[int], values: list) -> None:
+    """Append newly written rows of one metric. Rows from a step the page already holds mean a resumed run
+    logged again from its checkpoint: the old tail is replaced, as the database does."""
+    acc = series.setdefault(name, {"steps": [], "values": []})
+    if steps and acc["steps"] and acc["steps"][-1] >= steps[0]:
+        keep = bisect.bisect_left(acc["steps"], steps[0])
+        del acc["steps"][keep:], acc["values"][keep:]
+    acc["steps"].extend(steps)
+    acc["values"].extend(values)
+
+
+def _merge(detail: dict, c: StudioClient, run_id: int) -> bool:
+    """Pull metric rows and log lines written since the page last asked; True when anything arrived.
+    The metrics cursor is the row id, not the step: a pipeline's next stage starts its steps at 1 again."""
+    grew = False
+    for _ in range(MAX_METRIC_PAGES):
+        m = c.metrics(run_id, after_id=detail["metric_id"])
+        rows = 0
+        for name, ser in m.series.items():
+            merge_series(detail["series"], name, ser.steps, ser.values)
+            rows += len(ser.steps)
+        grew = grew or rows > 0
+        if m.last_id is not None:
+            detail["metric_id"] = m.last_id
+        if rows < METRIC_PAGE_ROWS:
+            break
+    logs = c.logs(run_id, since=detail["log_id"])
+    if logs.lines:
+        detail["logs"].extend(f"{ln.time:%H:%M:%S} {ln.level.upper():7s} {ln.message}" for ln in logs.lines)
+        detail["logs"] = detail["logs"][-2000:]
+        grew = True
+    if logs.last_id is not None:
+        detail["log_id"] = logs.last_id
+    return grew
+
+
+def _results(c: StudioClient, run: RunOut, arts) -> tuple[Any, str, list[tuple[str, str]]]:
+    """Success chart, results markdown and the video choices of a finished run."""
+    fig = None
+    md = ""
+    res = run.result or {}
+    if run.kind == "pipeline" and isinstance(res.get("success"), dict):
+        fig = charts.success_figure(res["success"], title="Base vs RFT in the simulator (95% Wilson interval)")
+    elif run.kind == "evaluate" and res.get("families"):
+        fig = charts.success_figure(charts.success_rows_from_compare(res), res.get("policy_names"))
+    tables = [a for a in arts if a.kind == "table" and a.name.endswith(".md") and not a.is_dir]
+    if tables:
+        md = cached_artifact(c, run.id, tables[-1].name, tables[-1].sha256).read_text(errors="replace")
+    elif res:
+        md = "```json\n" + json.dumps(res, indent=1, default=str)[:6000] + "\n```"
+    videos = [(a.name, a.name) for a in arts if a.kind == "video" and not a.is_dir]
+    return fig, md, videos
+
+
+def _downloadables(arts) -> list[tuple[str, str]]:
+    out = []
+    for a in arts:
+        if a.is_dir:
+            out += [(f"{a.name}/{f}", f"{a.name}/{f}") for f in a.files]
+        else:
+            out.append((f"{a.name} ({a.kind}, {render.human_bytes(a.size)})", a.name))
+    return out
+
+
+def build(token: gr.State) -> Loader:
+    sel = gr.State(None)
+    detail = gr.State(_empty_detail())
+    table_cache = gr.State("")
+
+    notice = gr.HTML(elem_id="runs-notice")
+    with gr.Accordion("Launch a run", open=True):
+        with gr.Row():
+            kind = gr.Dropdown([(v, k) for k, v in presets.KIND_LABELS.items()], value="pipeline", label="What",
+                               elem_id="launch-kind", scale=3)
+            preset = gr.Dropdown(presets.presets_for("pipeline"), value="smoke", label="Preset",
+                                 elem_id="launch-preset", scale=1)
+            name = gr.Textbox(label="Name (optional)", max_length=200, elem_id="launch-name", scale=2)
+        with gr.Row():
+            params = gr.Code(presets.params_json("pipeline", "smoke", None), language="json", lines=8,
+                             label="Parameters (JSON, edit freely: the API checks every field)", interactive=True,
+                             elem_id="launch-params", scale=3)
+            help_md = gr.Markdown(presets.fields_help("pipeline"), elem_id="launch-help")
+        launch = gr.Button("Launch", variant="primary", elem_id="launch-btn")
+
+    with gr.Row():
+        gr.Markdown("### Runs  \nClick a row to open its page. The table refreshes every two seconds.")
+        kind_filter = gr.Dropdown(["all", *presets.KINDS, "imagine"], value="all", label="Kind", scale=0,
+                                  min_width=160, elem_id="runs-filter")
+    table = gr.HTML(render.runs_table([]), elem_id="runs-table", js_on_load=render.row_click_js("run"))
+
+    with gr.Column(visible=False, elem_id="run-page") as page:
+        header = gr.HTML(elem_id="run-header")
+        with gr.Row():
+            cancel = gr.Button("Cancel", variant="stop", elem_id="run-cancel", size="sm")
+            resume = gr.Button("Resume", elem_id="run-resume", size="sm")
+            close = gr.Button("Close", elem_id="run-close", size="sm")
+        with gr.Tabs():
+            with gr.Tab("Curves", id="curves"):
+                curves = gr.Plot(charts.metrics_figure({}), elem_id="run-curves", show_label=False)
+            with gr.Tab("Results & videos", id="results"):
+                success = gr.Plot(visible=False, elem_id="run-success", show_label=False)
+                video_pick = gr.Dropdown([], label="Video", elem_id="run-video-pick")
+                video = gr.Video(label="Video", elem_id="run-video", autoplay=True, loop=True, interactive=False,
+                                 height=340)
+                results_md = gr.Markdown(elem_id="run-results")
+            with gr.Tab("Logs", id="logs"):
+                logs = gr.Textbox(lines=16, max_lines=16, show_label=False, elem_id="run-logs", interactive=False,
+                                  autoscroll=True)
+            with gr.Tab("Artifacts", id="artifacts"):
+                arts_html = gr.HTML(elem_id="run-artifacts")
+                with gr.Row():
+                    art_pick = gr.Dropdown([], label="File", elem_id="run-artifact-pick", scale=3)
+                    fetch = gr.Button("Download", elem_id="run-artifact-fetch", scale=1)
+                art_file = gr.File(label="Download", elem_id="run-artifact-file", interactive=False)
+            with gr.Tab("Parameters", id="params"):
+                params_json = gr.JSON(elem_id="run-params", show_label=False)
+
+    # Launch form ---------------------------------------------------------------------------------
+    def form_fail(msg: str):
+        return gr.skip(), gr.skip(), gr.skip(), render.notice(msg)
+
+    @guard(form_fail)
+    def on_kind(kind_v: str, tok: str):
+        names = presets.presets_for(kind_v)
+        c = client(tok)
+        return (gr.update(choices=names, value=names[0]), presets.params_json(kind_v, names[0], c),
+                presets.fields_help(kind_v), "")
+
+    kind.change(on_kind, [kind, token], [preset, params, help_md, notice])
+
+    @guard(lambda msg: (gr.skip(), render.notice(msg)))
+    def on_preset(kind_v: str, preset_v: str, tok: str):
+        return presets.params_json(kind_v, preset_v, client(tok)), ""
+
+    preset.input(on_preset, [kind, preset, token], [params, notice])
+
+    # Runs table and run page ---------------------------------------------------------------------
+    def show_run(c: StudioClient, run_id: int, d: dict, fresh: bool):
+        """Everything the run page shows; only parts that changed are sent again."""
+        run = c.run(run_id)
+        if run.attempt != d["attempt"] and not fresh:
+            # resumed: it logs again from its checkpoint and (on SQLite) rewritten rows may reuse row ids
+            d.update(metric_id=0, series={})
+        d["attempt"] = run.attempt
+        changed = fresh or run.status != d["status"] or run.progress != d["progress"]
+        active = run.status in render.ACTIVE
+        out_curves = out_logs = out_arts = out_pick = out_success = out_md = out_vpick = gr.skip()
+        if (fresh or active or changed) and (_merge(d, c, run_id) or fresh):
+            out_curves = charts.metrics_figure(d["series"], run.name or f"run #{run.id}")
+            out_logs = "\n".join(d["logs"])
+        if fresh or changed:
+            arts = c.artifacts(run_id)
+            key = [(a.name, a.sha256) for a in arts]
+            if key != d["artifacts"]:
+                d["artifacts"] = key
+                out_arts = render.artifacts_table(arts)
+                out_pick = gr.update(choices=_downloadables(arts), value=None)
+            if not active and d["results_for"] != (run.status, key):
+                d["results_for"] = (run.status, key)
+                fig, md, vids = _results(c, run, arts)
+                out_success = gr.update(value=fig, visible=fig is not None)
+                out_md = md
+                out_vpick = gr.update(choices=vids, value=vids[0][1] if vids else None)
+            elif fresh:
+                out_success, out_md = gr.update(value=None, visible=False), "*Results appear when the run ends.*"
+                out_vpick = gr.update(choices=[], value=None)
+        d["status"], d["progress"] = run.status, run.progress
+        return (render.run_header(run), out_curves, out_logs, out_arts, out_pick, out_success, out_md, out_vpick,
+                run.params if fresh else gr.skip(), gr.update(interactive=active),
+                gr.update(interactive=run.status in ("failed", "cancelled")))
+
+    page_outputs = [header, curves, logs, arts_html, art_pick, success, results_md, video_pick, params_json, cancel,
+                    resume]
+
+    def list_html(c: StudioClient, kind_v: str, selected: int | None) -> str:
+        runs = c.runs(kind=None if kind_v in (None, "all") else kind_v, limit=RUNS_SHOWN).items
+        return render.runs_table(runs, selected)
+
+    def open_run(run_id: int, tok: str, kind_v: str, request: gr.Request | None):
+        c = client(tok)
+        d = _empty_detail(run_id)
+        parts = show_run(c, run_id, d, fresh=True)
+        html = list_html(c, kind_v, run_id)
+        _set_shown(request, run_id)
+        return ("", html, html, run_id, d, gr.update(visible=True), *parts)
+
+    open_outputs = [notice, table, table_cache, sel, detail, page, *page_outputs]
+
+    def open_fail(msg: str):
+        return (render.notice(msg), *([gr.skip()] * (len(open_outputs) - 1)))
+
+    @guard(open_fail)
+    def on_row(evt: gr.EventData, tok: str, kind_v: str, request: gr.Request):
+        row = getattr(evt, "_data", None) or {}
+        run_id = int(row.get("row")) if str(row.get("row", "")).isdigit() else None
+        if run_id is None:
+            return open_fail("Pick a run in the table.")
+        return open_run(run_id, tok, kind_v, request)
+
+    table.click(on_row, [token, kind_filter], open_outputs)
+
+    @guard(open_fail)
+    def on_launch(kind_v: str, params_text: str, name_v: str, tok: str, kind_filter_v: str, request: gr.Request):
+        try:
+            body = json.loads(params_text or "{}")
+        except json.JSONDecodeError as exc:
+            return open_fail(f"Parameters are not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.")
+        if not isinstance(body, dict):
+            return open_fail("Parameters must be a JSON object: {\"field\": value, ...}.")
+        body = {k: v for k, v in body.items() if v is not None}
+        run = client(tok).create_run(kind_v, body, name=name_v.strip() or None)
+        out = list(open_run(run.id, tok, kind_filter_v, request))
+        out[0] = render.notice(f"Run #{run.id} ({run.kind}) queued.", "ok")
+        return tuple(out)
+
+    launch.click(on_launch, [kind, params, name, token, kind_filter], open_outputs)
+
+    tick_outputs = [table, table_cache, detail, *page_outputs]
+    no_page = [gr.skip()] * len(page_outputs)
+
+    @guard(lambda msg: (render.notice(msg) + render.runs_table([]), "", gr.skip(), *no_page))
+    def on_tick(tok: str, kind_v: str, run_id: int | None, d: dict, last_html: str, request: gr.Request):
+        c = client(tok)
+        html = list_html(c, kind_v, run_id)
+        table_out = gr.skip() if html == last_html else html
+        if run_id is None or d.get("id") != run_id:
+            return (table_out, html, gr.skip(), *no_page)
+        parts = show_run(c, run_id, d, fresh=False)
+        if not _is_shown(request, run_id):  # the user opened another run meanwhile
+            return (gr.skip(), gr.skip(), gr.skip(), *no_page)
+        return (table_out, html, d, *parts)
+
+    timer = gr.Timer(POLL_S, active=False)  # started once the page may talk to the API
+    timer.tick(on_tick, [token, kind_filter, sel, detail, table_cache], tick_outputs, show_progress="hidden",
+               queue=True, trigger_mode="once")
+    kind_filter.change(on_tick, [token, kind_filter, sel, detail, table_cache], tick_outputs, show_progress="hidden")
+
+    def on_close(tok: str, kind_v: str, request: gr.Request):
+        _set_shown(request, None)
+        return None, _empty_detail(), gr.update(visible=False)
+
+    close.click(on_close, [token, kind_filter], [sel, detail, page])
+
+    @guard(lambda msg: render.notice(msg))
+    def on_cancel(run_id: int | None, tok: str):
+        run = client(tok).cancel(run_id)
+        return render.notice(f"Run #{run.id}: cancel requested ({run.status}).", "info")
+
+    @guard(lambda msg: render.notice(msg))
+    def on_resume(run_id: int | None, tok: str):
+        run = client(tok).resume(run_id)
+        return render.notice(f"Run #{run.id} queued again (attempt {run.attempt + 1}); it continues from its last "
+                             "checkpoint.", "ok")
+
+    cancel.click(on_cancel, [sel, token], notice)
+    resume.click(on_resume, [sel, token], notice)
+
+    @guard(lambda msg: (gr.skip(), render.notice(msg)))
+    def on_fetch(run_id: int | None, name_v: str | None, tok: str):
+        if not name_v:
+            return gr.skip(), render.notice("Pick a file to download.", "info")
+        c = client(tok)
+        sha = next((a.sha256 for a in c.artifacts(run_id) if a.name == name_v), "")
+        return str(cached_artifact(c, run_id, name_v, sha)), ""
+
+    fetch.click(on_fetch, [sel, art_pick, token], [art_file, notice])
+
+    @guard(lambda msg: (gr.skip(), render.notice(msg)))
+    def on_video(run_id: int | None, name_v: str | None, tok: str):
+        if not name_v or run_id is None:
+            return None, ""
+        c = client(tok)
+        sha = next((a.sha256 for a in c.artifacts(run_id, kind="video") if a.name == name_v), "")
+        return str(cached_artifact(c, run_id, name_v, sha)), ""
+
+    video_pick.change(on_video, [sel, video_pick, token], [video, notice])
+
+    def fill(tok: str) -> list:
+        c = client(tok)
+        return [gr.Timer(active=True), render.runs_table(c.runs(limit=RUNS_SHOWN).items)]
+
+    return Loader([timer, table], fill)
