@@ -17,13 +17,15 @@ from pathlib import Path
 from models.pipeline import PipelinePreset, _pct
 
 
-def evaluate_policy(path: Path, preset: PipelinePreset, root: Path, out: Path) -> dict:
+def evaluate_policy(path: Path, preset: PipelinePreset, root: Path, out: Path, reuse: Path | None = None) -> dict:
+    """The policy's success on the pipeline's evaluation starts; `reuse`: the pipeline's own evaluation of it."""
     from models.policy_io import eval_spec
     from sim.evaluate import EvalConfig, evaluate
     from sim.perturb import parse_perturbations
 
-    if out.exists():
-        return json.loads(out.read_text())
+    for done in (out, reuse):
+        if done is not None and done.exists():
+            return json.loads(done.read_text())
     cfg = EvalConfig(tasks=preset.tasks, perturbations=parse_perturbations(preset.perturbations),
                      episodes=preset.eval_episodes, seed=preset.seed, max_steps=preset.eval_max_steps,
                      exclude_datasets=tuple(str(x) for x in (root / "collect").glob("*.h5")))
@@ -51,10 +53,13 @@ def main(argv: list[str] | None = None) -> dict:
     work = args.out or root / "reward_sources"
     work.mkdir(parents=True, exist_ok=True)
     base = root / "policy" / "base" if preset.rft_start == "base" else root / "policy"
-    rows = {"base": {"eval": evaluate_policy(base, preset, root, work / "base_eval.json"), "rft": None}}
+    rows = {"base": {"eval": evaluate_policy(base, preset, root, work / "base_eval.json",
+                                             reuse=root / "evaluate" / "base.json"), "rft": None}}
     for source in args.sources.split(","):
+        reuse = None
         if source == "wm" and args.steps in (None, preset.rft_steps):
-            rft_dir = root / "rft"  # the pipeline's own run
+            rft_dir = root / "rft"  # the pipeline's own run, and its own evaluation
+            reuse = root / "evaluate" / "rft.json"
             stage = json.loads((rft_dir / "stage.json").read_text())["summary"]
         else:
             rft_dir = work / f"rft_{source}"
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
                               steps=args.steps or preset.rft_steps, resume=(rft_dir / "train_state.pt").exists(),
                               preset=preset.rft_preset, reward_source=source, **preset.rft_options)
             stage["wall_this_call_s"] = time.time() - t0
-        rows[source] = {"rft": stage, "eval": evaluate_policy(rft_dir, preset, root, work / f"{source}_eval.json")}
+        rows[source] = {"rft": stage, "eval": evaluate_policy(rft_dir, preset, root, work / f"{source}_eval.json", reuse)}
     perts = [c["perturbation"] for c in rows["base"]["eval"]["conditions"]]
     lines = ["| policy | s/step | " + " | ".join(perts) + " |", "|---|---|" + "---|" * len(perts)]
     for name, r in rows.items():
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = "\n".join(lines)
     result = {"pipeline": str(root), "rows": rows, "markdown": table}
     Path("bench/out").mkdir(parents=True, exist_ok=True)
-    Path("bench/out/rft_sources.json").write_text(json.dumps(result, indent=1, default=str))
+    Path(f"bench/out/rft_sources_{'_'.join(args.sources.split(','))}.json").write_text(json.dumps(result, indent=1, default=str))
     print(table)
     return result
 

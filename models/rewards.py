@@ -7,7 +7,7 @@ Frames are in [0, 1], shaped (B, T, 3, H, W). The paper uses LPIPS as the percep
 VGG weights are not available offline, so the perceptual term here needs no downloaded weights:
 `ssim_distance` (1 - SSIM) or any callable mapping two (N, 3, H, W) batches to (N,) distances.
 DEFAULT_LAMBDA is what measured best for agreement with the simulator's own reward (see
-docs/results-world-model.md, reward fidelity).
+docs/results.md, reward fidelity).
 """
 
 from __future__ import annotations

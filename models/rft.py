@@ -70,7 +70,7 @@ class RFTConfig:
 
 
 # Our policy is ~1000x smaller than the paper's; its 1e-6 / 1e-5 barely move it in 400 steps, so the
-# presets scale the rates (measured in docs/results-rft.md).
+# presets scale the rates (measured in docs/results.md).
 PRESETS: dict[str, RFTConfig] = {
     "smoke": RFTConfig(steps=3, batch_size=2, group_size=4, lr_head=1e-4, lr_sigma=1e-3, checkpoint_every=2,
                        warmup_steps=1),

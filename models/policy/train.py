@@ -3,7 +3,7 @@
 Two checkpoints come out of one run, mirroring the paper's 30K- vs 150K-iteration SFT policies:
     OUT/        the "full" policy after `steps` (EMA weights), updated every `save_every` steps
     OUT/base/   the "base" policy: a snapshot at step `base_at` (or that fraction of the steps), deliberately
-                short of convergence; cpu-quick: step 250 of 4500, chosen from measured success (docs/results-policy.md)
+                short of convergence; cpu-quick: step 250 of 4500, chosen from measured success (docs/results.md)
     OUT/snapshots/step-N/  optional (`snapshot_every`): more snapshots, to see success against training steps
 Metrics go to OUT/metrics.jsonl (split "train": loss, lr, grad norm, speed; split "heldout": action MSE).
 OUT/train_state.pt holds everything needed to resume after a kill.

@@ -104,7 +104,7 @@ PRESETS: dict[str, dict] = {
         ae_steps=20, dyn_steps=20, ae_batch=8, dyn_batch=4, horizon=4, eval_every=20, eval_windows=8,
         checkpoint_every=10, pixel_steps=1, heldout_fraction=0.0,
     ),
-    # about 20 minutes on 2 CPU cores (see docs/results-world-model.md)
+    # about 20 minutes on 2 CPU cores (see docs/results.md)
     "cpu-quick": dict(threads=2),
     # same recipe, wider and longer
     "gpu": dict(
