@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
                               steps=args.steps or preset.rft_steps, resume=(rft_dir / "train_state.pt").exists(),
                               preset=preset.rft_preset, reward_source=source, **preset.rft_options)
             stage["wall_this_call_s"] = time.time() - t0
-        rows[source] = {"rft": stage, "eval": evaluate_policy(rft_dir, preset, root, work / f"{source}_eval.json", reuse)}
+        evaluation = evaluate_policy(rft_dir, preset, root, work / f"{source}_eval.json", reuse)
+        rows[source] = {"rft": stage, "eval": evaluation}
     perts = [c["perturbation"] for c in rows["base"]["eval"]["conditions"]]
     lines = ["| policy | s/step | " + " | ".join(perts) + " |", "|---|---|" + "---|" * len(perts)]
     for name, r in rows.items():
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     table = "\n".join(lines)
     result = {"pipeline": str(root), "rows": rows, "markdown": table}
     Path("bench/out").mkdir(parents=True, exist_ok=True)
-    Path(f"bench/out/rft_sources_{'_'.join(args.sources.split(','))}.json").write_text(json.dumps(result, indent=1, default=str))
+    name = "_".join(args.sources.split(","))
+    Path(f"bench/out/rft_sources_{name}.json").write_text(json.dumps(result, indent=1, default=str))
     print(table)
     return result
 

@@ -4,7 +4,6 @@ runs, metrics and artifacts; an interrupted job resumes (a training run from its
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import signal
@@ -132,9 +131,6 @@ def test_ctrl_c_and_restart_keep_runs_and_artifacts_and_resume_the_interrupted_r
         second.kill()
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in
-                           ("models.policy.train", "models.world_model.train", "models.rft")),
-                    reason="a model stage is not written yet")
 def test_training_survives_a_studio_restart_then_rft_compare_and_cancel_keep_checkpoints(tmp_path):
     """Real model stages (smoke): train_policy writes metrics and checkpoints; a Ctrl-C stops it at a
     checkpoint and after a restart it resumes from there; a world model and GRPO fine-tuning follow;
