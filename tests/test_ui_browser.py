@@ -146,7 +146,9 @@ def video_plays(page, selector: str) -> tuple[float, float]:
     handle.scroll_into_view_if_needed()
     page.wait_for_function("(v) => v.readyState >= 2 && v.duration > 0", arg=handle.element_handle())
     t0 = handle.evaluate("(v) => { v.muted = true; v.play(); return v.currentTime; }")
-    page.wait_for_function("([v, t]) => v.currentTime > t + 0.5", arg=[handle.element_handle(), t0], timeout=20_000)
+    # half a second, or half of what is left of a short clip (a 60-step episode lasts about a second)
+    page.wait_for_function("([v, t]) => v.currentTime > t + Math.min(0.5, (v.duration - t) / 2)",
+                           arg=[handle.element_handle(), t0], timeout=60_000)
     return t0, handle.evaluate("(v) => v.currentTime")
 
 
