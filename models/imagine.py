@@ -76,7 +76,7 @@ def imagine(
     from sim.evaluate import ExpertChunkPolicy, run_episode
     from sim.perturb import parse_perturbation, with_offsets
     from sim.tasks import get_task
-    from sim.video import side_by_side, write_mp4
+    from sim.video import grid, side_by_side, write_mp4
 
     hooks = hooks or Hooks()
     spec = get_task(task)
@@ -167,17 +167,9 @@ def imagine(
             hooks.artifact("video", str(out_dir / sim_name))
     finally:
         env.close()
+    # one row per policy, stacked; every row has the same columns, so the same width
     n = max(len(r) for r in rows)
-    width = max(r[0].shape[1] for r in rows)
-    grid = []
-    for t in range(n):
-        tiles = []
-        for r in rows:
-            f = r[min(t, len(r) - 1)]
-            f = np.pad(f, ((0, 2), (0, width - f.shape[1]), (0, 0)), constant_values=255)
-            tiles.append(f)
-        grid.append(np.concatenate(tiles, axis=0))
-    write_mp4(out_dir / "grid.mp4", grid)
+    write_mp4(out_dir / "grid.mp4", [grid([[r[min(t, len(r) - 1)]] for r in rows]) for t in range(n)])
     hooks.artifact("video", str(out_dir / "grid.mp4"))
     hooks.progress(1.0, "done")
     return {"start": start.to_json(), "instruction": text, "task": spec.name, "cells": cells,
