@@ -95,7 +95,10 @@ class SimEnv:
         camera: str = DEFAULT_CAMERA,
         image_size: int = 64,
         max_steps: int = DEFAULT_MAX_STEPS,
+        renderer: mujoco.Renderer | None = None,
     ) -> None:
+        """`renderer`: share another environment's renderer of the same task and image size (each one holds
+        an offscreen GL context of about 130 MB); the sharer never closes it."""
         self.spec: TaskSpec = get_task(task)
         if camera not in CAMERAS:
             raise SimError(f"unknown camera '{camera}': choose from {', '.join(CAMERAS)}")
@@ -116,10 +119,13 @@ class SimEnv:
         m.vis.quality.offsamples = 0
         m.light_castshadow[:] = 0
         m.mat_reflectance[:] = 0
+        self._owns_renderer = renderer is None
         try:
-            self._renderer = mujoco.Renderer(m, image_size, image_size)
+            self._renderer = renderer if renderer is not None else mujoco.Renderer(m, image_size, image_size)
         except Exception as exc:
             raise RuntimeError(f"{GL_HELP} ({exc})") from exc
+        if (self._renderer.height, self._renderer.width) != (image_size, image_size):
+            raise SimError(f"shared renderer is {self._renderer.width}px, this environment needs {image_size}px")
         self._cam: str | mujoco.MjvCamera = camera
         if camera in FREE_CAMERAS:
             fc = FREE_CAMERAS[camera]
@@ -197,12 +203,26 @@ class SimEnv:
         self.steps += 1
         return self._observe(env_obs), float(reward), bool(info["success"])
 
+    def advance(self, action: np.ndarray) -> bool:
+        """One step without rendering (the policy looks only at chunk ends); returns success."""
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(4), -1.0, 1.0)
+        _, _, _, _, info = self._env.step(a)
+        self.steps += 1
+        return bool(info["success"])
+
     @property
     def done(self) -> bool:
         return self.steps >= self.max_steps
 
     # -- observation -------------------------------------------------------------------------
+    @property
+    def renderer(self) -> mujoco.Renderer:
+        return self._renderer
+
     def render(self) -> np.ndarray:
+        # the scene is built from this environment's own model (goal sites, colours); the GL context only
+        # holds meshes and textures, which every instance of a task shares
+        self._renderer._model = self._env.model
         self._renderer.update_scene(self._env.data, camera=self._cam)
         frame = self._renderer.render()
         if self._rotate:
@@ -260,7 +280,7 @@ class SimEnv:
 
     def close(self) -> None:
         r, self._renderer = getattr(self, "_renderer", None), None
-        if r is not None:
+        if r is not None and getattr(self, "_owns_renderer", True):
             r.close()
         env, self._env = getattr(self, "_env", None), None
         if env is not None:

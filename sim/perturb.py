@@ -28,7 +28,7 @@ MAGNITUDES: dict[str, dict[str, float]] = {
 }
 
 # Seed streams keep dataset starts and evaluation starts apart by construction.
-STREAMS = {"collect": 1, "eval": 2, "heldout": 3, "demo": 4}
+STREAMS = {"collect": 1, "eval": 2, "heldout": 3, "demo": 4, "rl": 5}  # rl: start states of RL episodes
 
 
 class PerturbationError(InputError):
