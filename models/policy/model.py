@@ -76,6 +76,15 @@ class VLAPolicy(nn.Module):
     # -- observation → condition vector ------------------------------------------------------
     def encode(self, batch: dict, augment_shift: int = 0, generator: torch.Generator | None = None,
                with_vision: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        vision, text, proprio = self.encode_parts(batch, augment_shift, generator)
+        cond = self.fuse_parts(vision, text, proprio)
+        return (cond, vision) if with_vision else cond
+
+    def encode_parts(self, batch: dict, augment_shift: int = 0, generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(vision features, instruction embedding, normalised proprio): what the condition is fused from.
+
+        RL keeps vision and language frozen, so it computes these once per observation and re-fuses them."""
         images = image_float(batch["context"].to(self.device))
         if images.shape[1] != 3 * self.config.context or images.shape[-1] != self.config.image_size:
             raise ValueError(f"context {tuple(batch['context'].shape)} does not match the policy "
@@ -84,9 +93,10 @@ class VLAPolicy(nn.Module):
             images = random_shift(images, augment_shift, generator)
         proprio = self.proprio_norm.normalize(batch["proprio"].to(self.device).float())
         text = self.text.encode(list(batch["instruction"]), self.device)
-        vision = self.vision(images)
-        cond = self.fuse(torch.cat([vision, self.text_proj(text), self.proprio_proj(proprio)], dim=1))
-        return (cond, vision) if with_vision else cond
+        return self.vision(images), text, proprio
+
+    def fuse_parts(self, vision: torch.Tensor, text: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([vision, self.text_proj(text), self.proprio_proj(proprio)], dim=1))
 
     def state_loss(self, vision: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """Auxiliary MSE between predicted and true (normalised) object/goal positions; NaN targets skipped."""
@@ -146,7 +156,10 @@ class VLAPolicy(nn.Module):
     # -- deterministic ODE: evaluation -------------------------------------------------------
     @torch.no_grad()
     def act_norm(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        cond = self.encode(batch)
+        return self.ode_from_cond(self.encode(batch), generator)
+
+    def ode_from_cond(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The deterministic Euler integration [B, chunk, A] (normalised units); differentiable when grad is on."""
         c = self.config
         shape = (cond.shape[0], c.chunk, c.action_dim)
         if c.ode_init == "zero":
@@ -173,8 +186,12 @@ class VLAPolicy(nn.Module):
     def sample_sde(self, batch: dict, num_samples: int, generator: torch.Generator | None = None) -> SDESample:
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        return self.sde_from_cond(self._expand(self.encode(batch), len(batch["instruction"]) * num_samples),
+                                  generator)
+
+    def sde_from_cond(self, cond: torch.Tensor, generator: torch.Generator | None = None) -> SDESample:
+        """One stochastic chain per row of `cond` (call under no_grad for behaviour samples)."""
         c = self.config
-        cond = self._expand(self.encode(batch), len(batch["instruction"]) * num_samples)
         n = cond.shape[0]
         x = torch.randn((n, c.chunk, c.action_dim), generator=generator).to(self.device)
         chain, log_prob, sigma_sum = [x], torch.zeros_like(x), torch.zeros_like(x)
@@ -193,8 +210,10 @@ class VLAPolicy(nn.Module):
         """Per-step (log-prob, σ) of a recorded chain [N, K+1, chunk, A] under the current parameters."""
         if chain.dim() != 4 or chain.shape[1] != self.config.euler_steps + 1:
             raise ValueError(f"chain must be [N, {self.config.euler_steps + 1}, chunk, A], got {tuple(chain.shape)}")
+        return self.chain_terms_from_cond(self._expand(self.encode(batch), chain.shape[0]), chain)
+
+    def chain_terms_from_cond(self, cond: torch.Tensor, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         chain = chain.to(self.device)
-        cond = self._expand(self.encode(batch), chain.shape[0])
         logps, sigmas = [], []
         for k in range(self.config.euler_steps):
             mean, sigma = self._step_params(chain[:, k], k, cond)
