@@ -48,9 +48,13 @@ def collect(
     max_steps: int = typer.Option(200, help="Steps before an episode counts as failed."),
     keep_failures: bool = typer.Option(False, help="Also keep episodes where the expert failed."),
     workers: int = typer.Option(0, help="Simulator processes (0: one per core)."),
+    policy: Path = typer.Option(None, help="A policy checkpoint acts instead of the expert (re-planning every "
+                                "chunk); every episode is kept, failures too, with the expert's action as label."),
+    noise_std: float = typer.Option(0.0, help="With --policy: exploration noise per action dimension, in the "
+                                    "policy's normalised units (RL's gauss noise)."),
     json_out: bool = typer.Option(False, "--json", help="Print the dataset summary as JSON."),
 ) -> None:
-    """Record scripted-expert episodes from fresh seeded start states."""
+    """Record scripted-expert (or a policy's own) episodes from fresh seeded start states."""
     from sim.collect import CollectConfig
     from sim.collect import collect as run_collect
     from sim.env import CAMERAS, IMAGE_SIZES
@@ -61,12 +65,23 @@ def collect(
         raise InputError(f"unknown camera '{camera}': choose from {', '.join(CAMERAS)}")
     if image_size not in IMAGE_SIZES:
         raise InputError(f"--image-size must be one of {IMAGE_SIZES}, got {image_size}")
+    spec = None
+    if policy is not None:
+        from models.policy_io import eval_spec
+
+        spec = eval_spec(policy, noise_std=noise_std)
+        if (spec.camera, spec.image_size) != (camera, image_size):
+            raise InputError(f"policy {policy} sees {spec.camera} at {spec.image_size}px; pass --camera {spec.camera} "
+                             f"--image-size {spec.image_size}")
+    elif noise_std:
+        raise InputError("--noise-std applies only with --policy (use --action-noise for the expert)")
     cfg = CollectConfig(
         tasks=tasks, episodes=episodes, perturbation=perturb, action_noise=action_noise, seed=seed,
         camera=camera, image_size=image_size, max_steps=max_steps, keep_failures=keep_failures, workers=workers,
+        policy=spec,
     )
     check_writable(out)
-    with progress_bar("collecting", cfg.episodes * len(cfg.tasks)) as update:
+    with progress_bar("collecting" + (f" ({spec.name})" if spec else ""), cfg.episodes * len(cfg.tasks)) as update:
         report = run_collect(cfg, str(out), progress=update)
     s = report.summary
     if json_out:
@@ -75,6 +90,8 @@ def collect(
         typer.echo(f"wrote {s.episodes} episodes ({s.steps} steps) to {s.path}")
         for task, n in s.tasks.items():
             typer.echo(f"  {task:32s} {n:4d} kept of {report.attempts[task]} attempts")
+        if spec is not None:
+            typer.echo(f"  {spec.name} succeeded in {100 * s.success_rate:.1f} % of its episodes")
     for task, missing in report.shortfall.items():
         typer.echo(f"warning: {task}: {missing} episodes short; the expert failed too often", err=True)
 

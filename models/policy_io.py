@@ -83,16 +83,21 @@ def check_dataset_compat(config: PolicyConfig, dataset: str | os.PathLike, what:
         raise CheckpointError(f"{what} does not match dataset {dataset}: it has {', '.join(problems)}")
 
 
-def eval_spec(path: str | os.PathLike) -> PolicySpec:
-    """How `sim.evaluate` builds this policy in its worker processes (checked here, in the caller)."""
+def eval_spec(path: str | os.PathLike, noise_std: float = 0.0) -> PolicySpec:
+    """How `sim.evaluate` (and `sim.collect`) build this policy in worker processes (checked here, in the caller).
+
+    `noise_std` > 0: each chunk is the deterministic one plus N(0, noise_std²) per dimension in normalised
+    action units, the closed-loop RL's exploration (models/rl.py, noise "gauss")."""
+    if not 0.0 <= noise_std <= 2.0:
+        raise CheckpointError(f"noise std must be in [0, 2], got {noise_std}")
     folder = Path(path).expanduser().resolve()
     load_policy(folder)  # fail now with one line, not later inside a worker
     cfg = read_config(folder, KIND)
     policy = cfg["policy"]
     return PolicySpec(
-        name=f"policy:{folder.name}",
+        name=f"policy:{folder.name}" + (f"+noise{noise_std:g}" if noise_std else ""),
         factory="models.policy_io:build_sim_policy",
-        kwargs={"path": str(folder)},
+        kwargs={"path": str(folder), **({"noise_std": float(noise_std)} if noise_std else {})},
         camera=policy.get("camera", "workspace"),
         image_size=int(policy.get("image_size", 64)),
         train_datasets=tuple(cfg.get("datasets", [])),
@@ -102,9 +107,15 @@ def eval_spec(path: str | os.PathLike) -> PolicySpec:
 class SimChunkPolicy:
     """sim.evaluate.ChunkPolicy over a checkpoint: one deterministic ODE chunk per observation, in simulator units."""
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", noise_std: float = 0.0) -> None:
         self.policy = load_policy(path, device)
         self.instruction: str | None = None
+        self.noise_std = noise_std
+        self.rng = np.random.default_rng(0)
+
+    def seed(self, seed: np.random.SeedSequence | int) -> None:
+        """Seed the exploration noise (one stream per episode keeps collection deterministic)."""
+        self.rng = np.random.default_rng(seed)
 
     def reset(self, task: str, instruction: str) -> None:
         self.instruction = check_instruction(instruction)
@@ -121,9 +132,13 @@ class SimChunkPolicy:
     def act(self, obs) -> np.ndarray:
         if self.instruction is None:
             raise RuntimeError("call reset(task, instruction) before act(obs)")
-        return self.policy.act(self.batch(obs))[0].cpu().numpy().astype(np.float32)
+        if not self.noise_std:
+            return self.policy.act(self.batch(obs))[0].cpu().numpy().astype(np.float32)
+        mean = self.policy.act_norm(self.batch(obs))[0]
+        noisy = mean + torch.from_numpy(self.rng.normal(0.0, self.noise_std, tuple(mean.shape))).float()
+        return self.policy.action_norm.unnormalize(noisy).cpu().numpy().astype(np.float32)
 
 
-def build_sim_policy(path: str) -> SimChunkPolicy:
+def build_sim_policy(path: str, noise_std: float = 0.0) -> SimChunkPolicy:
     """The factory named in eval_spec's PolicySpec."""
-    return SimChunkPolicy(path)
+    return SimChunkPolicy(path, noise_std=noise_std)

@@ -1,4 +1,6 @@
-"""Expert episode collection: scripted experts from fresh seeded starts, written to one HDF5 file."""
+"""Episode collection from fresh seeded starts into one HDF5 file: scripted experts, or a policy's own
+closed-loop episodes (`CollectConfig.policy`, failures included) for world-model alignment and reward models.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 from sim.env import DEFAULT_CAMERA, DEFAULT_MAX_STEPS, SimEnv
 from sim.episodes import DatasetSummary, Episode, EpisodeWriter, check_writable, validate_file
 from sim.errors import InputError
+from sim.evaluate import PolicySpec
 from sim.parallel import Pool, resolve_workers
 from sim.perturb import Perturbation, parse_perturbation
 from sim.tasks import get_task, resolve_tasks
@@ -31,9 +34,12 @@ class CollectConfig:
     keep_failures: bool = False
     workers: int = 0  # 0: one per available core
     stream: str = "collect"
+    policy: PolicySpec | None = None  # None: the scripted expert; else this policy acts (and every episode is kept)
 
     def __post_init__(self) -> None:
         self.tasks = resolve_tasks(self.tasks)
+        if self.policy is not None:
+            self.keep_failures = True  # a policy's failures are what alignment and reward models need
         if isinstance(self.perturbation, str):
             self.perturbation = parse_perturbation(self.perturbation)
         if self.episodes <= 0:
@@ -56,8 +62,19 @@ def _env(task: str, camera: str, size: int, max_steps: int) -> SimEnv:
     return _ENVS[key]
 
 
+_POLICY: dict[str, object] = {}
+
+
+def _policy(spec: PolicySpec):
+    if _POLICY.get("spec") != spec:
+        _POLICY["policy"] = spec.build()
+        _POLICY["spec"] = spec
+    return _POLICY["policy"]
+
+
 def run_expert_episode(cfg: CollectConfig, task: str, index: int) -> Episode:
-    """One expert episode; deterministic in (seed, task, index, perturbation, noise)."""
+    """One episode; deterministic in (seed, task, index, perturbation, noise). With `cfg.policy` the policy
+    acts, one chunk per observation executed open-loop; the expert's action is still recorded as the label."""
     from sim.experts import ExpertPolicy
 
     env = _env(task, cfg.camera, cfg.image_size, cfg.max_steps)
@@ -67,6 +84,12 @@ def run_expert_episode(cfg: CollectConfig, task: str, index: int) -> Episode:
                        "hand_pos": env.hand_pos().tolist()}
     expert = ExpertPolicy(task)
     noise_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, index, 7919]))
+    policy = _policy(cfg.policy) if cfg.policy is not None else None
+    if policy is not None:
+        policy.reset(task, get_task(task).instruction)
+        if hasattr(policy, "seed"):
+            policy.seed(np.random.SeedSequence([cfg.seed, index, 104729]))
+    plan: list[np.ndarray] = []
     frames, proprio, env_obs, acts, clean, rews, succ, states = [], [], [], [], [], [], [], []
     success = False
     while not env.done and not success:
@@ -75,9 +98,14 @@ def run_expert_episode(cfg: CollectConfig, task: str, index: int) -> Episode:
         env_obs.append(obs.env_obs)
         states.append(env.state())
         a_clean = expert(obs.env_obs)
-        a = a_clean
+        if policy is not None:
+            if not plan:  # re-plan at the end of each chunk, from what the camera sees now
+                plan = list(np.asarray(policy.act(obs), dtype=np.float32).reshape(-1, 4))
+            a = plan.pop(0)
+        else:
+            a = a_clean
         if cfg.action_noise > 0:
-            a = np.clip(a_clean + noise_rng.normal(0.0, cfg.action_noise, 4), -1.0, 1.0).astype(np.float32)
+            a = np.clip(a + noise_rng.normal(0.0, cfg.action_noise, 4), -1.0, 1.0).astype(np.float32)
         obs, r, success = env.step(a)
         acts.append(a)
         clean.append(a_clean)
@@ -114,7 +142,8 @@ def collect(cfg: CollectConfig, out: str, progress: ProgressFn | None = None) ->
     total = cfg.episodes * len(cfg.tasks)
     max_attempts = 3 * cfg.episodes + 5
     meta = {
-        "collector": "vlarft collect",
+        "collector": "vlarft collect" + (f" --policy {cfg.policy.name}" if cfg.policy is not None else ""),
+        "policy": cfg.policy.name if cfg.policy is not None else "expert",
         "perturbation": cfg.perturbation.name,
         "action_noise": cfg.action_noise,
         "seed": cfg.seed,
