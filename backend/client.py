@@ -133,9 +133,19 @@ class StudioClient:
         return self.create_run("train_policy", p, name)
 
     def rft(self, policy: str, world_model: str | None, dataset_id: int, preset: str = "cpu-quick",
-            steps: int | None = None, name: str | None = None, **options: Any) -> RunOut:
+            steps: int | None = None, name: str | None = None, world: str = "wm", reward: str = "verified",
+            **options: Any) -> RunOut:
+        """The paper's one-chunk GRPO (reward verified in `world`, or action_l1); options: RFTOptions."""
         p = _checked(RFTParams, policy=policy, world_model=world_model, dataset_id=dataset_id, preset=preset,
-                     steps=steps, options=options)
+                     steps=steps, world=world, reward=reward, options=options)
+        return self.create_run("rft", p, name)
+
+    def rl(self, policy: str, preset: str = "cpu-quick", steps: int | None = None, name: str | None = None,
+           **options: Any) -> RunOut:
+        """Closed-loop GRPO on task success in the simulator (an `rft` run, world sim, reward success);
+        options: RLOptions."""
+        p = _checked(RFTParams, policy=policy, world="sim", reward="success", preset=preset, steps=steps,
+                     options=options)
         return self.create_run("rft", p, name)
 
     def evaluate(self, name: str | None = None, **params: Any) -> RunOut:

@@ -95,7 +95,8 @@ def check_run(s: Session, settings: Settings, kind: str, p: Params, loc: Loc = (
         ref(p.policy, "policy", (*loc, "policy"))
         if p.world_model:
             ref(p.world_model, "world_model", (*loc, "world_model"))
-        dataset_exists(p.dataset_id, (*loc, "dataset_id"))
+        if p.dataset_id is not None:
+            dataset_exists(p.dataset_id, (*loc, "dataset_id"))
         if p.steps is not None and p.steps > settings.max_train_steps:
             errors.append(_err((*loc, "steps"), f"exceeds this studio's limit of {settings.max_train_steps}"))
     elif isinstance(p, EvaluateParams):

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from sim.perturb import parse_perturbations
@@ -22,7 +22,7 @@ from sim.tasks import TASK_PRESETS, resolve_tasks
 CAMERAS = ("workspace", "corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 IMAGE_SIZES = (64, 128, 224)
 STAGE_PRESETS = ("smoke", "cpu-quick", "gpu")
-PIPELINE_PRESETS = ("smoke", "cpu-quick", "mt10-gpu")
+PIPELINE_PRESETS = ("smoke", "cpu-quick", "cpu-quick-rl", "mt10-gpu")
 MAX_EPISODE_STEPS = 1000
 
 # A model reference: the scripted expert, a run (its latest checkpoint) or one checkpoint artifact.
@@ -95,17 +95,130 @@ class TrainParams(Params):
     steps: Steps | None = Field(None, description="Override the preset's number of training steps.")
 
 
+class Options(BaseModel):
+    """Typed algorithm options: every field optional (None keeps the preset's value), unknown names refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def given(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class RFTOptions(Options):
+    """The paper's one-chunk recipe: fields of models.rft.RFTConfig (tests check the two stay equal)."""
+
+    batch_size: int | None = Field(None, ge=1, le=4096, description="B: start states per step.")
+    group_size: int | None = Field(None, ge=2, le=1024, description="G: chunks sampled per start state.")
+    lr_head: Rate | None = Field(None, description="Learning rate of the action head and its projections.")
+    lr_sigma: Rate | None = Field(None, description="Learning rate of the σ-net.")
+    weight_decay: Rate | None = Field(None, description="AdamW weight decay.")
+    warmup_steps: int | None = Field(None, ge=0, le=1_000_000, description="Linear learning-rate warm-up steps.")
+    clip_eps: float | None = Field(None, gt=0.0, lt=1.0, description="PPO clip ε.")
+    dual_clip: float | None = Field(None, ge=1.0, le=100.0, description="Dual-clip constant c for negative advantages.")
+    entropy_coef: float | None = Field(None, ge=0.0, le=10.0, description="Entropy bonus weight.")
+    bc_coef: float | None = Field(None, ge=0.0, le=100.0, description="Weight of the adaptive behaviour-cloning term.")
+    bc_kl_scale: float | None = Field(None, gt=0.0, le=100.0, description="approx_kl at which the BC term is full.")
+    grad_clip: float | None = Field(None, gt=0.0, le=1000.0, description="Gradient-norm clip.")
+    update_epochs: int | None = Field(None, ge=1, le=64, description="Optimiser steps per batch of rollouts.")
+    reward_source: Literal["wm", "sim", "action_l1"] | None = Field(
+        None, description="Old spelling of world/reward: wm | sim (verified reward there) | action_l1.")
+    reward_lambda: float | None = Field(None, ge=0.0, le=100.0, description="Weight of the perceptual term.")
+    heldout_fraction: float | None = Field(None, ge=0.0, lt=1.0, description="Episodes kept out of the start states.")
+    checkpoint_every: int | None = Field(None, ge=1, le=1_000_000, description="Save a checkpoint every N steps.")
+    seed: Seed | None = None
+    threads: int | None = Field(None, ge=0, le=256, description="Torch CPU threads (0: default).")
+    device: Literal["auto", "cpu", "cuda"] | None = Field(None, description="Where the learner runs.")
+
+
+class RLOptions(Options):
+    """Closed-loop GRPO with a success reward: fields of models.rl.RLConfig (tests check the two stay equal)."""
+
+    tasks: str | None = Field(None, description="Tasks the training episodes start in: names or a preset.")
+    perturbations: str | None = Field(None, description="Training starts cycle through these: none, FAMILY:LEVEL.")
+    batch_size: int | None = Field(None, ge=1, le=1024, description="B: start states per sampling round.")
+    group_size: int | None = Field(None, ge=2, le=256, description="G: episodes per start state.")
+    max_rounds: int | None = Field(None, ge=1, le=16, description="Dynamic sampling: rounds of fresh starts per step.")
+    min_mixed: int | None = Field(None, ge=0, le=16_384, description="Stop sampling once this many groups are mixed.")
+    max_steps: int | None = Field(None, ge=1, le=MAX_EPISODE_STEPS, description="Episode cap (environment steps).")
+    noise: Literal["gauss", "chunk", "sde"] | None = Field(
+        None, description="gauss: ODE mean + learned σ per step; chunk: one offset per chunk; sde: the σ-net.")
+    explore_chunks: int | None = Field(None, ge=0, le=1000,
+                                       description="0: every chunk explores; k: only k consecutive chunks per episode.")
+    explore_window: int | None = Field(None, ge=1, le=1000,
+                                       description="The explored chunks start in [0, window), one draw per group.")
+    init_std: float | None = Field(None, gt=0.0, le=2.0, description="Initial σ (normalised action units).")
+    std_min: float | None = Field(None, gt=0.0, le=2.0, description="gauss: lower bound of σ.")
+    std_max: float | None = Field(None, gt=0.0, le=2.0, description="gauss: upper bound of σ.")
+    lr_head: Rate | None = Field(None, description="Learning rate of the action head and its projections.")
+    lr_std: Rate | None = Field(None, description="Learning rate of the noise scale (σ or the σ-net).")
+    weight_decay: Rate | None = Field(None, description="AdamW weight decay.")
+    clip_low: float | None = Field(None, gt=0.0, lt=1.0, description="PPO clip below 1.")
+    clip_high: float | None = Field(None, gt=0.0, le=10.0, description="PPO clip above 1.")
+    update_epochs: int | None = Field(None, ge=1, le=64, description="Passes over each batch of rollouts.")
+    minibatches: int | None = Field(None, ge=1, le=1024, description="Mini-batches per pass.")
+    kl_coef: float | None = Field(None, ge=0.0, le=100.0, description="Weight of KL(policy ‖ base policy).")
+    entropy_coef: float | None = Field(None, ge=0.0, le=10.0, description="Entropy bonus weight.")
+    speed_bonus: float | None = Field(None, ge=0.0, lt=1.0,
+                                      description="Reward = success·(1 − bonus·steps/max_steps); 0: plain 0/1.")
+    grad_clip: float | None = Field(None, ge=0.0, le=1000.0, description="Gradient-norm clip.")
+    eval_every: int | None = Field(None, ge=0, le=1_000_000, description="Held-out success every N steps (0: never).")
+    eval_episodes: int | None = Field(None, ge=1, le=1000, description="Held-out episodes per task.")
+    eval_seed: Seed | None = Field(None, description="Seed of the held-out starts (eval stream).")
+    checkpoint_every: int | None = Field(None, ge=1, le=1_000_000, description="Save a checkpoint every N steps.")
+    max_minutes: float | None = Field(None, ge=0.0, le=100_000.0, description="Wall-clock budget (0: none).")
+    seed: Seed | None = None
+    workers: int | None = Field(None, ge=0, le=256, description="Simulator processes (0: one per core).")
+    threads: int | None = Field(None, ge=0, le=256, description="Torch threads of the learner.")
+    device: Literal["auto", "cpu", "cuda"] | None = Field(None, description="Where the learner runs.")
+
+    @field_validator("tasks")
+    @classmethod
+    def check_tasks(cls, v):
+        return None if v is None else ",".join(_tasks(v))
+
+    @field_validator("perturbations")
+    @classmethod
+    def check_perturbations(cls, v):
+        return None if v is None else ",".join(_perturbations(v))
+
+    @model_validator(mode="after")
+    def _ranges(self) -> RLOptions:
+        if self.std_min is not None and self.std_max is not None and self.std_min > self.std_max:
+            raise ValueError("std_min must not exceed std_max")
+        if self.init_std is not None:
+            if self.std_min is not None and self.init_std < self.std_min:
+                raise ValueError("init_std must be at least std_min")
+            if self.std_max is not None and self.init_std > self.std_max:
+                raise ValueError("init_std must not exceed std_max")
+        return self
+
+
+WORLDS = ("wm", "sim")
+REWARDS = ("verified", "success", "action_l1")
+
+
 class RFTParams(Params):
+    """GRPO fine-tuning. reward "success": closed-loop episodes in `world` rewarded by task success
+    (models.rl); "verified" / "action_l1": the paper's one-chunk recipe (models.rft)."""
+
     policy: str = Field(description="Policy to fine-tune: run:<id> or artifact:<id>.", examples=["run:3"])
+    world: Literal[WORLDS] = Field("wm", description="Where episodes happen: wm (world model) | sim (simulator).")  # type: ignore[valid-type]
+    reward: Literal[REWARDS] = Field(  # type: ignore[valid-type]
+        "verified", description="verified (paper, one chunk) | success (closed loop, 0/1) | action_l1 (baseline).")
     world_model: str | None = Field(
         None, description="Frozen world model (run:<id> or artifact:<id>); needed for the world-model reward.",
         examples=["run:2"])
-    dataset_id: DatasetId
+    dataset_id: DatasetId | None = Field(
+        None, description="Start states of the one-chunk rewards (the success reward draws its own).")
     preset: Literal[STAGE_PRESETS] = "cpu-quick"  # type: ignore[valid-type]
     steps: Steps | None = Field(None, description="GRPO steps (default: the preset's).", examples=[50])
     options: dict[str, int | float | str | bool] = Field(
-        default_factory=dict, max_length=32,
-        description="Extra keyword options of models.rft.train_rft (e.g. reward_source, group_size).")
+        default_factory=dict, max_length=40,
+        description="Algorithm options: the fields of RLOptions (reward success) or RFTOptions (the others); "
+                    "unknown names and out-of-range values are refused.")
 
     @field_validator("policy")
     @classmethod
@@ -119,20 +232,36 @@ class RFTParams(Params):
 
     @field_validator("options")
     @classmethod
-    def _option_names(cls, v: dict) -> dict:
-        for key, value in v.items():
-            if not key.isidentifier() or len(key) > 64:
-                raise ValueError(f"option name {key[:64]!r} is not an identifier")
-            if isinstance(value, str) and len(value) > 1000:
-                raise ValueError(f"option {key} is longer than 1000 characters")
+    def _typed_options(cls, v: dict, info: ValidationInfo) -> dict:
+        model = RLOptions if info.data.get("reward") == "success" else RFTOptions
+        try:
+            model.model_validate(v)
+        except ValidationError as exc:
+            raise ValueError(describe_errors(exc.errors(), prefix="options")) from None
         return v
 
     @model_validator(mode="after")
-    def _world_model_for_wm_reward(self) -> RFTParams:
-        if self.world_model is None and self.options.get("reward_source", "wm") == "wm":
+    def _consistent(self) -> RFTParams:
+        if self.reward == "success":
+            if self.world != "sim":
+                raise PydanticCustomError("world", "world: the success reward runs closed-loop episodes in sim; "
+                                          "the world model has no success reward model yet")
+            return self
+        if self.dataset_id is None:
+            raise PydanticCustomError("missing", f"dataset_id: required with the {self.reward} reward")
+        source = self.options.get("reward_source") or ("action_l1" if self.reward == "action_l1" else self.world)
+        if self.world_model is None and source == "wm":
             raise PydanticCustomError("missing", "world_model: required with the world-model reward "
-                                      "(or set options.reward_source to sim or action_l1)")
+                                      "(or set world to sim, or reward to action_l1)")
         return self
+
+    def train_kwargs(self) -> dict:
+        """Keyword options for models.rft.train_rft / models.rl.train_rl."""
+        if self.reward == "success":
+            return RLOptions.model_validate(self.options).given()
+        opts = RFTOptions.model_validate(self.options).given()
+        opts.setdefault("reward_source", "action_l1" if self.reward == "action_l1" else self.world)
+        return opts
 
 
 class EvaluateParams(Params):
@@ -320,7 +449,7 @@ def _where(loc) -> str:
     return ".".join(str(p) for p in loc if p not in ("body", "query", "path"))
 
 
-def describe_errors(errors: list[dict]) -> str:
+def describe_errors(errors: list[dict], prefix: str = "") -> str:
     """pydantic errors as one line: 'params.episodes: Input should be ...; ...'."""
     parts = []
     for e in errors[:5]:
@@ -329,9 +458,13 @@ def describe_errors(errors: list[dict]) -> str:
             loc = list(e.get("loc", ()))
             parts.append(f"malformed JSON at position {loc[1] if len(loc) > 1 else '?'}: {why}")
             continue
-        where = _where(e.get("loc", ()))
+        where = ".".join(x for x in (prefix, _where(e.get("loc", ()))) if x)
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}" if where else msg)
+        last = where.rsplit(".", 1)[-1]
+        if where and msg.startswith(f"{last}."):  # a nested model's own message: 'options.group_sise: ...'
+            parts.append(where[: len(where) - len(last)] + msg)
+        else:
+            parts.append(f"{where}: {msg}" if where else msg)
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
 

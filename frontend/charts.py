@@ -37,6 +37,7 @@ def panels(series: Series) -> dict[str, list[str]]:
         "KL": [n for n in names if "kl" in _leaf(n).lower()],
         "σ": [n for n in names if "sigma" in _leaf(n)],
         "success": [n for n in names if "success" in _leaf(n)],
+        "mixed groups (GRPO signal)": [n for n in names if _leaf(n) == "mixed_fraction"],
     }
     return {k: v for k, v in out.items() if v}
 

@@ -22,15 +22,19 @@ KINDS: dict[str, type[Params]] = {
     "collect": CollectParams,
     "train_wm": TrainParams,
     "train_policy": TrainParams,
+    "rl": RFTParams,
     "rft": RFTParams,
     "evaluate": EvaluateParams,
 }
+# launch-form entries that are another API kind with other defaults
+API_KIND = {"rl": "rft"}
 KIND_LABELS = {
-    "pipeline": "Whole pipeline: collect → world model → policy → RFT → evaluate",
+    "pipeline": "Whole pipeline: collect → world model → policy → RFT (→ closed-loop RL) → evaluate",
     "collect": "Collect expert episodes (a dataset)",
     "train_wm": "Train the world model",
     "train_policy": "Train the base VLA policy",
-    "rft": "GRPO fine-tuning (RFT) inside the world model",
+    "rl": "Closed-loop RL in the simulator: whole episodes, task-success reward (GRPO)",
+    "rft": "GRPO with the paper's one-chunk verified reward (inside the world model)",
     "evaluate": "Evaluate in the simulator",
 }
 TASK_PRESET_NAMES = ("smoke", "cpu-quick", "mt10", "mt50")
@@ -68,12 +72,14 @@ def default_params(kind: str, preset: str, c: StudioClient | None) -> dict[str, 
     if kind == "pipeline":
         p["preset"] = preset
         return p
-    dataset, policy, wm = _latest(c) if c is not None and kind in ("train_wm", "train_policy", "rft") \
+    dataset, policy, wm = _latest(c) if c is not None and kind in ("train_wm", "train_policy", "rft", "rl") \
         else (None, None, None)
     if kind == "collect":
         p.update(tasks=preset, episodes=EPISODES.get(preset, 2))
     elif kind == "evaluate":
         p.update(tasks=preset, episodes=EPISODES.get(preset, 2), perturbations="none" if preset == "smoke" else "all")
+    elif kind == "rl":
+        p.update(policy=policy, world="sim", reward="success", preset=preset, dataset_id=None, world_model=None)
     else:
         p.update(dataset_id=dataset, preset=preset)
         if kind == "rft":

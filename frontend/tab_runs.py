@@ -88,7 +88,7 @@ def _results(c: StudioClient, run: RunOut, arts) -> tuple[Any, str, list[tuple[s
     md = ""
     res = run.result or {}
     if run.kind == "pipeline" and isinstance(res.get("success"), dict):
-        fig = charts.success_figure(res["success"], title="Base vs RFT in the simulator (95% Wilson interval)")
+        fig = charts.success_figure(res["success"], title="Base and fine-tuned policies (95% Wilson interval)")
     elif run.kind == "evaluate" and res.get("families"):
         fig = charts.success_figure(charts.success_rows_from_compare(res), res.get("policy_names"))
     tables = [a for a in arts if a.kind == "table" and a.name.endswith(".md") and not a.is_dir]
@@ -132,7 +132,8 @@ def build(token: gr.State) -> Loader:
 
     with gr.Row():
         gr.Markdown("### Runs  \nClick a row to open its page. The table refreshes every two seconds.")
-        kind_filter = gr.Dropdown(["all", *presets.KINDS, "imagine"], value="all", label="Kind", scale=0,
+        api_kinds = [k for k in presets.KINDS if k not in presets.API_KIND]
+        kind_filter = gr.Dropdown(["all", *api_kinds, "imagine"], value="all", label="Kind", scale=0,
                                   min_width=160, elem_id="runs-filter")
     table = gr.HTML(render.runs_table([]), elem_id="runs-table", js_on_load=render.row_click_js("run"))
 
@@ -256,7 +257,7 @@ def build(token: gr.State) -> Loader:
         if not isinstance(body, dict):
             return open_fail("Parameters must be a JSON object: {\"field\": value, ...}.")
         body = {k: v for k, v in body.items() if v is not None}
-        run = client(tok).create_run(kind_v, body, name=name_v.strip() or None)
+        run = client(tok).create_run(presets.API_KIND.get(kind_v, kind_v), body, name=name_v.strip() or None)
         out = list(open_run(run.id, tok, kind_filter_v, request))
         out[0] = render.notice(f"Run #{run.id} ({run.kind}) queued.", "ok")
         return tuple(out)

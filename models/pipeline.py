@@ -3,9 +3,11 @@
     1. collect expert episodes (clean, and noisy-action ones for the world model and DART labels);
     2. train the world model;
     3. train the base policy (behaviour cloning; the "base" snapshot is deliberately short of convergence);
-    4. fine-tune the base policy with GRPO inside the frozen world model (models/rft.py);
-    5. evaluate base and RFT in the real simulator on the perturbation suite, on the same held-out
-       evaluation seeds for both (the `eval` seed stream, never used for data).
+    4. fine-tune the base policy with GRPO inside the frozen world model (models/rft.py, the paper's recipe);
+    5. (presets with `rl_preset`) fine-tune the base policy with closed-loop GRPO on task success in the
+       real simulator (models/rl.py);
+    6. evaluate base, RFT (and RL) in the real simulator on the perturbation suite, on the same held-out
+       evaluation seeds for every policy (the `eval` seed stream, never used for data).
 
 Writes OUT/results.json, OUT/results.md (shaped like the paper's Tables 1 and 2) and side-by-side MP4s
 (base | RFT, same start) under OUT/videos. Every stage is resumable: a finished stage leaves
@@ -40,7 +42,10 @@ class PipelinePreset:
     wm_steps: int | None = None
     policy_steps: int | None = None
     rft_steps: int | None = None
-    rft_start: str = "base"  # which BC checkpoint RFT fine-tunes: base | full
+    rft_start: str = "base"  # which BC checkpoint RFT (and RL) fine-tune: base | full
+    rl_preset: str | None = None  # closed-loop RL with a success reward (models/rl.py); None: no RL stage
+    rl_steps: int | None = None
+    rl_options: dict = field(default_factory=dict)  # overrides for models.rl
     policy_options: dict = field(default_factory=dict)  # overrides for models.policy.train
     rft_options: dict = field(default_factory=dict)  # overrides for models.rft
     videos: int = 6
@@ -51,22 +56,30 @@ PRESETS: dict[str, PipelinePreset] = {
     "smoke": PipelinePreset(
         tasks="smoke", clean_episodes=3, noisy_episodes=1, action_noise=0.3, wm_preset="smoke",
         policy_preset="smoke", rft_preset="smoke", perturbations="none,object:minor", eval_episodes=1,
-        eval_max_steps=60, videos=2,
+        eval_max_steps=60, videos=2, rl_preset="smoke", rl_options={"tasks": "smoke"},
     ),
     "cpu-quick": PipelinePreset(
         tasks="cpu-quick", clean_episodes=50, noisy_episodes=50, action_noise=0.3, wm_preset="cpu-quick",
         policy_preset="cpu-quick", rft_preset="cpu-quick", perturbations="all", eval_episodes=20,
         policy_options={"snapshot_every": 250},
     ),
+    # cpu-quick plus closed-loop RL in the simulator (about 45 more minutes on 2 cores)
+    "cpu-quick-rl": PipelinePreset(
+        tasks="cpu-quick", clean_episodes=50, noisy_episodes=50, action_noise=0.3, wm_preset="cpu-quick",
+        policy_preset="cpu-quick", rft_preset="cpu-quick", perturbations="all", eval_episodes=20,
+        policy_options={"snapshot_every": 250}, rl_preset="cpu-quick",
+    ),
     "mt10-gpu": PipelinePreset(
         tasks="mt10", clean_episodes=100, noisy_episodes=100, action_noise=0.3, wm_preset="gpu",
-        policy_preset="gpu", rft_preset="gpu", perturbations="all", eval_episodes=50,
+        policy_preset="gpu", rft_preset="gpu", perturbations="all", eval_episodes=50, rl_preset="gpu",
+        rl_options={"tasks": "mt10"},
     ),
 }
 
-STAGES = ("collect", "world_model", "policy", "rft", "evaluate")
+STAGES = ("collect", "world_model", "policy", "rft", "rl", "evaluate")
 # rough share of wall time per stage on cpu-quick, for one progress bar over the whole run
-WEIGHTS = {"collect": 0.05, "world_model": 0.35, "policy": 0.2, "rft": 0.2, "evaluate": 0.2}
+WEIGHTS = {"collect": 0.05, "world_model": 0.3, "policy": 0.15, "rft": 0.15, "rl": 0.2, "evaluate": 0.15}
+POLICY_STAGES = ("base", "rft", "rl")  # the policies a pipeline evaluates, in table order
 
 
 def make_preset(name: str, **overrides: Any) -> PipelinePreset:
@@ -183,12 +196,23 @@ def run_pipeline(
                          resume=(folder / "train_state.pt").exists(), hooks=h, preset=p.rft_preset,
                          **p.rft_options)
 
+    def rl_stage(h: Hooks, folder: Path) -> dict:
+        from models.rl import train_rl
+
+        start = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
+        assert p.rl_preset is not None
+        opts = {"tasks": p.tasks, **p.rl_options}
+        return train_rl(str(start), str(folder), world="sim", steps=p.rl_steps,
+                        resume=(folder / "train_state.pt").exists(), hooks=h, preset=p.rl_preset, **opts)
+
     def eval_stage(h: Hooks, folder: Path) -> dict:
-        return evaluate_pair(root, p, folder, h)
+        return evaluate_policies(root, p, folder, h)
 
     try:
         for name, fn in (("collect", collect_stage), ("world_model", wm_stage), ("policy", policy_stage),
-                         ("rft", rft_stage), ("evaluate", eval_stage)):
+                         ("rft", rft_stage), ("rl", rl_stage), ("evaluate", eval_stage)):
+            if name == "rl" and p.rl_preset is None:
+                continue
             stage(name, fn)
     except Stopped as exc:
         return {"out": str(root), "complete": False, "stopped_in": str(exc), "timings": timings}
@@ -205,8 +229,9 @@ def run_pipeline(
             "success": results["success"]}
 
 
-def evaluate_pair(root: Path, p: PipelinePreset, folder: Path, hooks: Hooks) -> dict:
-    """Base and RFT on the same evaluation starts; side-by-side videos where they differ first."""
+def evaluate_policies(root: Path, p: PipelinePreset, folder: Path, hooks: Hooks) -> dict:
+    """Base and every fine-tuned policy on the same evaluation starts; side-by-side videos (base | RFT [| RL])
+    where the outcomes differ first."""
     from models.policy_io import eval_spec
     from sim.evaluate import EvalConfig, evaluate
     from sim.perturb import parse_perturbations
@@ -214,34 +239,41 @@ def evaluate_pair(root: Path, p: PipelinePreset, folder: Path, hooks: Hooks) -> 
 
     base_dir = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
     specs = {"base": eval_spec(base_dir), "rft": eval_spec(root / "rft")}
+    if (root / "rl" / "config.json").exists():
+        specs["rl"] = eval_spec(root / "rl")
     reports = {}
     for i, (name, spec) in enumerate(specs.items()):
         cfg = EvalConfig(tasks=p.tasks, perturbations=parse_perturbations(p.perturbations), episodes=p.eval_episodes,
                          seed=p.seed, max_steps=p.eval_max_steps, keep_frames=1,
                          exclude_datasets=tuple(str(x) for x in (root / "collect").glob("*.h5")))
 
-        def progress(done: int, total: int, task: str, i: int = i) -> None:
+        def progress(done: int, total: int, task: str, i: int = i, name: str = name) -> None:
             if hooks.should_stop():
                 raise Stopped("evaluate")
-            hooks.progress((i + done / total) / 2, f"{task} ({list(specs)[i]})")
+            hooks.progress((i + done / total) / len(specs), f"{task} ({name})")
 
         reports[name] = evaluate(spec, cfg, progress=progress)
         (folder / f"{name}.json").write_text(json.dumps(reports[name].summary, indent=1))
-    # side-by-side videos: same start, base | RFT; outcomes that differ first
+    # side-by-side videos: same start, base | the fine-tuned ones; outcomes that differ first
     videos_dir = root / "videos"
     videos_dir.mkdir(exist_ok=True)
-    pairs = []
-    rft_by_key = {(r.task, r.perturbation, r.index): r for r in reports["rft"].results if r.frames is not None}
+    tuned = [n for n in specs if n != "base"]
+    by_key = {n: {(r.task, r.perturbation, r.index): r for r in reports[n].results if r.frames is not None}
+              for n in tuned}
+    rows = []
     for b in reports["base"].results:
-        r = rft_by_key.get((b.task, b.perturbation, b.index))
-        if b.frames is not None and r is not None:
-            pairs.append((b.success == r.success, not r.success, b, r))
-    pairs.sort(key=lambda x: (x[0], x[1]))
+        others = [by_key[n].get((b.task, b.perturbation, b.index)) for n in tuned]
+        if b.frames is not None and all(o is not None for o in others):
+            differ = any(o.success != b.success for o in others)
+            rows.append((not differ, not others[-1].success, b, others))
+    rows.sort(key=lambda x: (x[0], x[1]))
     videos = []
-    for _, _, b, r in pairs[: p.videos]:
-        name = (f"{b.task}_{b.perturbation.replace(':', '-')}_{b.index}_base-{'ok' if b.success else 'fail'}"
-                f"_rft-{'ok' if r.success else 'fail'}.mp4")
-        videos.append(str(write_mp4(videos_dir / name, side_by_side(list(b.frames), list(r.frames)))))
+    for _, _, b, others in rows[: p.videos]:
+        outcome = "_".join(f"{n}-{'ok' if r.success else 'fail'}" for n, r in zip(["base", *tuned], [b, *others],
+                                                                                  strict=True))
+        name = f"{b.task}_{b.perturbation.replace(':', '-')}_{b.index}_{outcome}.mp4"
+        frames = side_by_side(list(b.frames), *(list(o.frames) for o in others))
+        videos.append(str(write_mp4(videos_dir / name, frames)))
         hooks.artifact("video", videos[-1])
     overlap = any(not rep.summary["starts_disjoint"] for rep in reports.values())
     return {
@@ -260,11 +292,14 @@ def _pct(c: dict | None) -> str:
     return f"{100 * c['success_rate']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
+LABELS = {"base": "base (BC)", "rft": "RFT, one-chunk verified reward (paper)", "rl": "RL, closed-loop success"}
+
+
 def results_markdown(results: dict) -> str:
-    base = {c["perturbation"]: c for c in results["success"]["base"]}
-    rft = {c["perturbation"]: c for c in results["success"]["rft"]}
+    names = [n for n in POLICY_STAGES if n in results["success"]]
+    cond = {n: {c["perturbation"]: c for c in results["success"][n]} for n in names}
     tasks = list(dict.fromkeys(r["task"] for r in results["per_task"]["base"]))
-    cell = {(name, r["task"], r["perturbation"]): r for name in ("base", "rft") for r in results["per_task"][name]}
+    cell = {(name, r["task"], r["perturbation"]): r for name in names for r in results["per_task"][name]}
     ev = results["eval"]
     lines = [
         f"# VLA-RFT pipeline: preset {results['preset']}",
@@ -278,15 +313,16 @@ def results_markdown(results: dict) -> str:
         "| policy | " + " | ".join(tasks) + " | Avg |",
         "|---|" + "---|" * (len(tasks) + 1),
     ]
-    for name in ("base", "rft"):
+    for name in names:
         row = [_pct(cell.get((name, t, "none"))) for t in tasks]
-        lines.append(f"| {name} | " + " | ".join(row) + f" | {_pct((base if name == 'base' else rft).get('none'))} |")
-    lines += ["", "## Table 2: perturbations (base → RFT)", "", "| perturbation | minor | major |", "|---|---|---|"]
+        lines.append(f"| {LABELS[name]} | " + " | ".join(row) + f" | {_pct(cond[name].get('none'))} |")
+    arrow = " → ".join(names)
+    lines += ["", f"## Table 2: perturbations ({arrow})", "", "| perturbation | minor | major |", "|---|---|---|"]
     for fam in ("object", "goal", "robot", "combined"):
         cols = []
         for lvl in ("minor", "major"):
             k = f"{fam}:{lvl}"
-            cols.append("n/a" if k not in base else f"{_pct(base.get(k))} → {_pct(rft.get(k))}")
+            cols.append("n/a" if k not in cond["base"] else " → ".join(_pct(cond[n].get(k)) for n in names))
         lines.append(f"| {fam} | " + " | ".join(cols) + " |")
     lines += ["", "## Wall time", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in results["timings_s"].items()]
@@ -295,6 +331,12 @@ def results_markdown(results: dict) -> str:
     if rft_stage:
         lines += [f"RFT: {rft_stage.get('steps')} steps, {rft_stage.get('seconds_per_step', 0):.2f} s/step, "
                   f"reward {rft_stage.get('reward_first', 0):.4f} → {rft_stage.get('reward_last', 0):.4f}.", ""]
+    rl_stage = results["stages"].get("rl", {})
+    if rl_stage:
+        lines += [f"RL: {rl_stage.get('steps')} steps, {rl_stage.get('seconds_per_step', 0):.1f} s/step, "
+                  f"{rl_stage.get('env_steps', 0)} simulator steps, held-out success "
+                  f"{rl_stage.get('heldout_first', 0):.2f} → {rl_stage.get('heldout_last', 0):.2f}.", ""]
     if results.get("videos"):
-        lines += ["Side-by-side videos (base | RFT, same start): " + ", ".join(Path(v).name for v in results["videos"])]
+        lines += [f"Side-by-side videos ({' | '.join(names)}, same start): "
+                  + ", ".join(Path(v).name for v in results["videos"])]
     return "\n".join(lines) + "\n"

@@ -75,6 +75,14 @@ def _insert_run(stack, status: str = "succeeded", kind: str = "collect") -> int:
     (b'{"kind": "evaluate", "params": {"policies": ["artifact:999"]}}', 422, "no artifact 999"),
     (b'{"kind": "rft", "params": {"policy": "run:1", "world_model": "run:1", "dataset_id": 1, "steps": 0}}', 422,
      "params.steps"),
+    (b'{"kind": "rft", "params": {"policy": "run:1", "world_model": "run:1", "dataset_id": 1, '
+     b'"options": {"group_sise": 8}}}', 422, "options.group_sise: Extra inputs are not permitted"),
+    (b'{"kind": "rft", "params": {"policy": "run:1", "world_model": "run:1", "dataset_id": 1, '
+     b'"options": {"group_size": 1}}}', 422, "options.group_size: Input should be greater than or equal to 2"),
+    (b'{"kind": "rft", "params": {"policy": "run:1", "world": "sim", "reward": "success", '
+     b'"options": {"noise": "wide", "batch_size": 0}}}', 422, "options.noise"),
+    (b'{"kind": "rft", "params": {"policy": "run:1", "world": "wm", "reward": "success"}}', 422,
+     "world: the success reward runs closed-loop episodes in sim"),
     (b'{"kind": "pipeline", "params": {"preset": "gpu"}}', 422, "params.preset"),
     (b'{"kind": "collect", "params": {"tasks": "reach-v3", "episodes": 1}, "parent_id": 424242}', 422,
      "parent_id: no run 424242"),

@@ -99,3 +99,49 @@ def test_rft_needs_a_world_model_only_for_the_world_model_reward():
     assert describe_errors(info.value.errors()).startswith("world_model: required with the world-model reward")
     p = RFTParams(policy="run:1", dataset_id=1, options={"reward_source": "sim"}, preset="smoke")
     assert p.world_model is None and p.steps is None
+
+
+@pytest.mark.parametrize(("options_model", "config"), [("RFTOptions", "models.rft:RFTConfig"),
+                                                      ("RLOptions", "models.rl:RLConfig")])
+def test_typed_options_match_the_algorithm_configs(options_model, config):
+    """The API's option models and the dataclasses the workers run must not drift apart."""
+    import dataclasses
+    import importlib
+
+    import backend.params as bp
+
+    module, _, name = config.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    assert set(getattr(bp, options_model).model_fields) == {f.name for f in dataclasses.fields(cls)} - {"steps"}
+    for field in getattr(bp, options_model).model_fields.values():
+        assert field.description or field.annotation is not None
+
+
+@pytest.mark.parametrize(("values", "needle"), [
+    ({"options": {"group_sise": 8}}, "options.group_sise: Extra inputs are not permitted"),
+    ({"options": {"group_size": 1}}, "options.group_size: Input should be greater than or equal to 2"),
+    ({"options": {"reward_source": "pixels"}}, "options.reward_source"),
+    ({"reward": "success", "world": "sim", "options": {"group_size": 1}}, "options.group_size"),
+    ({"reward": "success", "world": "sim", "options": {"kl_coef": -1}}, "options.kl_coef"),
+    ({"reward": "success", "world": "sim", "options": {"tasks": "no-such-task"}}, "no-such-task"),
+    ({"reward": "success", "world": "sim", "options": {"init_std": 0.5, "std_max": 0.3}}, "init_std"),
+    ({"reward": "success", "world": "sim", "options": {"lr_sigma": 0.1}}, "options.lr_sigma"),  # an RFT-only name
+    ({"reward": "success", "world": "wm"}, "world: the success reward"),
+    ({"reward": "verified", "world": "sim"}, "dataset_id: required"),
+])
+def test_rft_options_are_typed(values, needle):
+    base = {"policy": "run:1", "world_model": "run:2", "dataset_id": 1}
+    if values.get("reward") == "success" or values.get("world") == "sim":
+        base.pop("dataset_id")
+    with pytest.raises(ValidationError) as info:
+        RFTParams.model_validate({**base, **values})
+    assert needle in describe_errors(info.value.errors())
+
+
+def test_success_reward_options_reach_the_worker_typed():
+    p = RFTParams.model_validate({"policy": "run:1", "world": "sim", "reward": "success",
+                                  "options": {"group_size": 4, "tasks": "cpu-quick", "lr_head": 1}})
+    assert p.train_kwargs() == {"group_size": 4, "lr_head": 1.0,
+                                "tasks": "reach-v3,push-v3,drawer-open-v3,button-press-topdown-v3"}
+    legacy = RFTParams.model_validate({"policy": "run:1", "dataset_id": 1, "world": "sim"})
+    assert legacy.train_kwargs() == {"reward_source": "sim"}

@@ -214,6 +214,7 @@ def test_pipeline_launched_from_the_page_moves_and_its_run_page_shows_curves_and
     page.locator("#run-header").get_by_text("succeeded").wait_for()
     names = plot_traces(page, "#run-curves")
     assert any(n.endswith("loss") for n in names) and "rft/reward_mean" in names, names
+    assert {"rl/train_success", "rl/heldout_success", "rl/mixed_fraction"} <= set(names), names
     titles = page.locator("#run-curves .js-plotly-plot").first.evaluate(
         "(gd) => (gd.layout.annotations || []).map(a => a.text)")
     assert {"world_model losses", "policy losses", "rft losses", "reward (mean ± std)", "KL", "σ"} <= set(titles)
@@ -222,7 +223,7 @@ def test_pipeline_launched_from_the_page_moves_and_its_run_page_shows_curves_and
 
     # results: base vs RFT success chart and the side-by-side videos (base | RFT) play
     page.get_by_role("tab", name="Results & videos").click()
-    assert set(plot_traces(page, "#run-success")) == {"base", "rft"}
+    assert set(plot_traces(page, "#run-success")) == {"base", "rft", "rl"}
     assert "Table 1" in page.locator("#run-results").inner_text()
     t0, t1 = video_plays(page, "#run-video")
     assert t1 > t0

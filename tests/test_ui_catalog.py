@@ -115,6 +115,9 @@ def test_stage_defaults_use_the_newest_dataset_and_checkpoints(stack, api: Studi
     newest_wm = api.checkpoints(kind="world_model")[0].ref
     assert (p["dataset_id"], p["policy"], p["world_model"], p["preset"]) == (ds.id, newest_policy, newest_wm, "smoke")
     PARAMS["rft"].model_validate(p)
+    rl = {k: v for k, v in presets.default_params("rl", "smoke", api).items() if v is not None}
+    assert (rl["policy"], rl["world"], rl["reward"]) == (newest_policy, "sim", "success")
+    PARAMS[presets.API_KIND["rl"]].model_validate(rl)
     assert "`preset`" in presets.fields_help("pipeline") and "`mt10-gpu`" in presets.fields_help("pipeline")
 
 

@@ -177,6 +177,13 @@ def test_training_survives_a_studio_restart_then_rft_compare_and_cancel_keep_che
         assert rft.status == "succeeded", (rft.error, second.output())
         assert rft.parent_id == train.id and c.artifacts(rft.id, kind="checkpoint")
 
+        # closed-loop RL on task success in the simulator (inside the prefork child: one in-process simulator)
+        rl = c.wait(c.rl(f"run:{train.id}", preset="smoke", tasks="drawer-open-v3").id, timeout=300)
+        assert rl.status == "succeeded", (rl.error, second.output())
+        assert {"train_success", "mixed_fraction", "heldout_success", "approx_kl"} <= set(c.metrics(rl.id).series)
+        assert rl.result["reward"] == "success" and rl.result["env_steps"] > 0
+        assert c.artifacts(rl.id, kind="checkpoint") and c.artifacts(rl.id, kind="plot")
+
         cmp = c.wait(c.compare("expert", f"run:{rft.id}", tasks="reach-v3", perturbations=["none", "goal:minor"],
                                episodes=2, max_steps=30, videos_per_cell=1).id, timeout=300)
         assert cmp.status == "succeeded", (cmp.error, second.output())

@@ -182,10 +182,16 @@ def _folder(ctx: RunContext, ref: str, want: str) -> str:
 
 
 def run_rft(p: RFTParams, ctx: RunContext) -> dict:
+    policy = _folder(ctx, p.policy, "policy")
+    if p.reward == "success":
+        fn = stage("rft", "models.rl", "train_rl")
+        return fn(policy=policy, out=str(ctx.out), world=p.world, steps=p.steps, resume=ctx.resume, hooks=ctx.hooks,
+                  preset=p.preset, **p.train_kwargs())
     fn = stage("rft", "models.rft", "train_rft")
     wm = _folder(ctx, p.world_model, "world_model") if p.world_model else None
-    return fn(policy=_folder(ctx, p.policy, "policy"), wm=wm, dataset=ctx.dataset_path(p.dataset_id),
-              out=str(ctx.out), steps=p.steps, resume=ctx.resume, hooks=ctx.hooks, preset=p.preset, **p.options)
+    assert p.dataset_id is not None  # checked by RFTParams
+    return fn(policy=policy, wm=wm, dataset=ctx.dataset_path(p.dataset_id), out=str(ctx.out), steps=p.steps,
+              resume=ctx.resume, hooks=ctx.hooks, preset=p.preset, **p.train_kwargs())
 
 
 def run_pipeline(p: PipelineParams, ctx: RunContext) -> dict:
