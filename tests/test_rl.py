@@ -91,7 +91,7 @@ def test_rollout_records_only_chunks_of_live_episodes(policy):
     from models.policy_io import load_policy
 
     model = load_policy(policy)
-    cfg = RLConfig(tasks=TASK)
+    cfg = RLConfig(tasks=TASK, noise="gauss")
     actor = Actor(model, cfg, torch.full((4,), -1.0))
     lengths = {0: 1, 1: 3, 2: 2}
     world = LineWorld(lengths=lengths, always={1: True})
@@ -101,6 +101,10 @@ def test_rollout_records_only_chunks_of_live_episodes(policy):
     assert counts == [1, 3, 2]  # no decision (and so no loss) after an episode has ended
     assert ro.success.tolist() == [False, True, False]
     assert ro.log_prob.shape == (6, model.config.chunk, 4) and torch.isfinite(ro.log_prob).all()
+    # exploring only chunk 1 of each episode: the others are deterministic and never recorded
+    ro = rollout(world, actor, model, load_policy(policy), reqs, torch.Generator().manual_seed(0), 80,
+                 explore=np.array([1, 1, 1]), explore_chunks=1)
+    assert torch.bincount(ro.episode, minlength=3).tolist() == [0, 1, 1]
 
 
 def test_group_advantages_are_zero_for_uniform_groups():
