@@ -63,7 +63,7 @@ PRESETS: dict[str, PipelinePreset] = {
         policy_preset="cpu-quick", rft_preset="cpu-quick", perturbations="all", eval_episodes=20,
         policy_options={"snapshot_every": 250},
     ),
-    # cpu-quick plus closed-loop RL in the simulator (about 45 more minutes on 2 cores)
+    # cpu-quick plus closed-loop RL in the simulator (about 17 more minutes of RL and 6 of evaluation on 2 cores)
     "cpu-quick-rl": PipelinePreset(
         tasks="cpu-quick", clean_episodes=50, noisy_episodes=50, action_noise=0.3, wm_preset="cpu-quick",
         policy_preset="cpu-quick", rft_preset="cpu-quick", perturbations="all", eval_episodes=20,

@@ -56,18 +56,18 @@ NOISE_MODES = ("gauss", "chunk", "sde")
 
 @dataclass
 class RLConfig:
-    steps: int = 120  # GRPO steps
+    steps: int = 73  # GRPO steps
     tasks: str = "cpu-quick"  # task names (comma-separated) or a preset
     perturbations: str = "none"  # training starts cycle through these (a perturbation a task lacks: none)
-    batch_size: int = 16  # B start states per round
+    batch_size: int = 8  # B start states per round
     group_size: int = 8  # G episodes per start state
     max_rounds: int = 2  # dynamic sampling: rounds of B fresh starts per step at most
     min_mixed: int = 4  # stop sampling once this many groups have mixed outcomes
     max_steps: int = 150  # episode cap (environment steps)
     noise: str = "chunk"
-    explore_chunks: int = 3  # 0: every chunk explores; k: only k consecutive chunks per episode, from a chunk
+    explore_chunks: int = 0  # 0: every chunk explores; k: only k consecutive chunks per episode, from a chunk
     explore_window: int = 12  # drawn per group in [0, explore_window), so a group's episodes differ only there
-    init_std: float = 0.5  # initial σ in normalised action units
+    init_std: float = 0.3  # initial σ in normalised action units
     std_min: float = 0.02
     std_max: float = 1.0
     lr_head: float = 1e-4
@@ -126,9 +126,9 @@ class RLConfig:
 PRESETS: dict[str, RLConfig] = {
     # seconds: for tests and the smoke pipeline
     "smoke": RLConfig(steps=2, tasks="reach-v3", batch_size=2, group_size=2, max_rounds=1, min_mixed=0,
-                      explore_chunks=0, max_steps=24, update_epochs=2, minibatches=2, eval_every=2, eval_episodes=1,
+                      max_steps=24, update_epochs=2, minibatches=2, eval_every=2, eval_episodes=1,
                       workers=1),
-    # a 2-core CPU: the measured run of docs/results.md (116 steps in 45 minutes)
+    # a 2-core CPU: the measured run of docs/results.md (73 steps, 17 minutes)
     "cpu-quick": RLConfig(max_minutes=45),
     # a GPU machine with more simulator cores
     "gpu": RLConfig(steps=200, batch_size=32, group_size=8, max_rounds=2, min_mixed=16, eval_episodes=25,
