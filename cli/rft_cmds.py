@@ -65,49 +65,43 @@ def rft(
     from sim.errors import InputError
 
     world, reward = resolve_world_reward(world, reward, reward_source)
+    shared = {"group_size": group_size, "batch_size": batch_size, "lr_head": lr_head,
+              "update_epochs": update_epochs, "seed": seed, "checkpoint_every": checkpoint_every}
+    rl_only = {"tasks": tasks, "perturbations": perturbations, "max_steps": max_steps, "max_rounds": max_rounds,
+               "min_mixed": min_mixed, "noise": noise, "init_std": init_std, "explore_chunks": explore_chunks,
+               "explore_window": explore_window, "lr_std": lr_std, "minibatches": minibatches,
+               "kl_coef": kl_coef, "clip_low": clip_low, "clip_high": clip_high, "speed_bonus": speed_bonus,
+               "eval_every": eval_every, "eval_episodes": eval_episodes, "workers": workers,
+               "max_minutes": max_minutes}
+    # every option is checked before anything runs
+    if reward == "success":
+        for name, value in (("--dataset", dataset), ("--wm", wm), ("--lr-sigma", lr_sigma),
+                            ("--reward-lambda", reward_lambda)):
+            if value is not None:
+                raise InputError(f"{name} does not apply to --reward success")
+    else:
+        for name, value in rl_only.items():
+            if value is not None:
+                raise InputError(f"--{name.replace('_', '-')} applies only to --reward success")
+        if dataset is None:
+            raise InputError(f"--dataset is required with --reward {reward}")
     with progress_bar(f"rft {world}/{reward}", 1000) as update:
         hooks = Hooks(progress=lambda frac, msg: update(int(frac * 1000), 1000, msg))
         if reward == "success":
             from models.rl import train_rl
 
-            for name, value in (("--dataset", dataset), ("--wm", wm), ("--lr-sigma", lr_sigma),
-                                ("--reward-lambda", reward_lambda)):
-                if value is not None:
-                    raise InputError(f"{name} does not apply to --reward success")
-            overrides = {"group_size": group_size, "batch_size": batch_size, "lr_head": lr_head,
-                         "update_epochs": update_epochs, "seed": seed, "checkpoint_every": checkpoint_every,
-                         "tasks": tasks, "perturbations": perturbations, "max_steps": max_steps,
-                         "max_rounds": max_rounds, "min_mixed": min_mixed, "noise": noise, "init_std": init_std,
-                         "explore_chunks": explore_chunks, "explore_window": explore_window,
-                         "lr_std": lr_std, "minibatches": minibatches, "kl_coef": kl_coef, "clip_low": clip_low,
-                         "clip_high": clip_high, "speed_bonus": speed_bonus, "eval_every": eval_every,
-                         "eval_episodes": eval_episodes, "workers": workers, "max_minutes": max_minutes}
             summary = train_rl(str(policy), str(out), world=world, steps=steps, resume=resume, hooks=hooks,
-                               preset=preset, **overrides)
+                               preset=preset, **shared, **rl_only)
             line = (f"wrote {summary['out']} after {summary['steps']} steps ({summary['seconds_per_step']:.1f} s/step, "
                     f"{summary['env_steps']} environment steps); held-out success "
                     f"{summary['heldout_first']:.2f} → {summary['heldout_last']:.2f}")
         else:
             from models.rft import train_rft
 
-            rl_only = {"--tasks": tasks, "--perturbations": perturbations, "--max-steps": max_steps,
-                       "--max-rounds": max_rounds, "--min-mixed": min_mixed, "--noise": noise, "--init-std": init_std,
-                       "--explore-chunks": explore_chunks, "--explore-window": explore_window,
-                       "--lr-std": lr_std, "--minibatches": minibatches, "--kl-coef": kl_coef,
-                       "--clip-low": clip_low, "--clip-high": clip_high, "--speed-bonus": speed_bonus,
-                       "--eval-every": eval_every, "--eval-episodes": eval_episodes, "--workers": workers,
-                       "--max-minutes": max_minutes}
-            for name, value in rl_only.items():
-                if value is not None:
-                    raise InputError(f"{name} applies only to --reward success")
-            if dataset is None:
-                raise InputError(f"--dataset is required with --reward {reward}")
             source = "action_l1" if reward == "action_l1" else world
-            overrides = {"reward_source": source, "group_size": group_size, "batch_size": batch_size,
-                         "lr_head": lr_head, "lr_sigma": lr_sigma, "reward_lambda": reward_lambda,
-                         "update_epochs": update_epochs, "seed": seed, "checkpoint_every": checkpoint_every}
             summary = train_rft(str(policy), str(wm) if wm else None, str(dataset), str(out), steps=steps,
-                                resume=resume, hooks=hooks, preset=preset, **overrides)
+                                resume=resume, hooks=hooks, preset=preset, reward_source=source, lr_sigma=lr_sigma,
+                                reward_lambda=reward_lambda, **shared)
             line = (f"wrote {summary['out']} after {summary['steps']} steps "
                     f"({summary['seconds_per_step']:.2f} s/step); "
                     f"reward {summary['reward_first']:.4f} → {summary['reward_last']:.4f}")

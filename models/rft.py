@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import torch
 
 from models.checkpoint import device_for, load_train_state, read_config, save_train_state
 from models.hooks import Hooks, MetricsLog
+from models.presets import from_preset
 from sim.errors import InputError
 
 REWARD_SOURCES = ("wm", "sim", "action_l1")
@@ -80,16 +81,7 @@ PRESETS: dict[str, RFTConfig] = {
 
 
 def make_config(preset: str = "cpu-quick", steps: int | None = None, **overrides: Any) -> RFTConfig:
-    if preset not in PRESETS:
-        raise InputError(f"unknown RFT preset {preset!r}: choose from {', '.join(PRESETS)}")
-    known = {f.name for f in fields(RFTConfig)}
-    bad = sorted(set(overrides) - known)
-    if bad:
-        raise InputError(f"unknown RFT option(s): {', '.join(bad)}")
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if steps is not None:
-        values["steps"] = steps
-    return replace(PRESETS[preset], **values)
+    return from_preset(PRESETS, preset, "RFT", steps, overrides)
 
 
 # -- rewards ---------------------------------------------------------------------------------------

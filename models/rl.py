@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ import torch
 from models.checkpoint import device_for, load_train_state, read_config, save_train_state
 from models.hooks import Hooks, MetricsLog
 from models.policy.model import gaussian_log_prob
+from models.presets import from_preset
 from models.worlds import WORLDS, World, make_world
 from sim.errors import InputError
 from sim.perturb import Perturbation, parse_perturbations
@@ -137,16 +138,7 @@ PRESETS: dict[str, RLConfig] = {
 
 
 def make_config(preset: str = "cpu-quick", steps: int | None = None, **overrides: Any) -> RLConfig:
-    if preset not in PRESETS:
-        raise InputError(f"unknown RL preset {preset!r}: choose from {', '.join(PRESETS)}")
-    known = {f.name for f in fields(RLConfig)}
-    bad = sorted(set(overrides) - known)
-    if bad:
-        raise InputError(f"unknown RL option(s): {', '.join(bad)}")
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if steps is not None:
-        values["steps"] = steps
-    return replace(PRESETS[preset], **values)
+    return from_preset(PRESETS, preset, "RL", steps, overrides)
 
 
 # -- start states --------------------------------------------------------------------------------
@@ -232,7 +224,6 @@ class Rollout:
     success: np.ndarray  # [E] bool
     steps: np.ndarray  # [E] int
     executed: int
-    starts: list[dict]
 
 
 @torch.no_grad()
@@ -280,7 +271,7 @@ def rollout(world: World, actor: Actor | None, model, ref, requests: list[StartR
     cat = {k: torch.cat(v) if v else torch.zeros(0) for k, v in rec.items()}
     return Rollout(vision=cat["vision"], text=cat["text"], proprio=cat["proprio"], target=cat["target"],
                    log_prob=cat["log_prob"], reference=cat["ref"], episode=cat["episode"].long(),
-                   success=success.copy(), steps=steps.copy(), executed=executed, starts=list(world.starts))
+                   success=success.copy(), steps=steps.copy(), executed=executed)
 
 
 def group_advantages(rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
