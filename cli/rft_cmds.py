@@ -23,7 +23,9 @@ def rft(
         "verified", help="verified (the paper's one-chunk pixel reward, computed in --world) | success "
         "(closed-loop episodes, 0/1 task success) | action_l1 (one-chunk kinematic baseline)."),
     dataset: Path = typer.Option(None, help="Episode file the one-chunk start states come from (verified, action_l1)."),
-    wm: Path = typer.Option(None, help="World-model checkpoint folder (--world wm with --reward verified)."),
+    wm: Path = typer.Option(None, help="World-model checkpoint folder (--world wm)."),
+    reward_model: Path = typer.Option(None, help="Success reward model (`vlarft train-reward`) for --world wm "
+                                      "--reward success: it decides when an imagined episode has succeeded."),
     steps: int = typer.Option(None, help="GRPO steps (default: the preset's)."),
     preset: str = typer.Option("cpu-quick", help="smoke | cpu-quick | gpu"),
     reward_source: str = typer.Option(None, help="Old spelling of --world/--reward for the one-chunk reward: "
@@ -75,11 +77,19 @@ def rft(
                "max_minutes": max_minutes}
     # every option is checked before anything runs
     if reward == "success":
-        for name, value in (("--dataset", dataset), ("--wm", wm), ("--lr-sigma", lr_sigma),
-                            ("--reward-lambda", reward_lambda)):
+        for name, value in (("--dataset", dataset), ("--lr-sigma", lr_sigma), ("--reward-lambda", reward_lambda),
+                            *((("--wm", wm), ("--reward-model", reward_model)) if world == "sim" else ())):
             if value is not None:
-                raise InputError(f"{name} does not apply to --reward success")
+                raise InputError(f"{name} does not apply to --reward success in --world {world}")
+        if world == "wm":
+            for name, value in (("--wm", wm), ("--reward-model", reward_model)):
+                if value is None:
+                    raise InputError(f"{name} is required with --world wm --reward success")
+                if not (value / "config.json").exists():
+                    raise InputError(f"{name} {value}: no checkpoint there")
     else:
+        if reward_model is not None:
+            raise InputError("--reward-model applies only to --world wm --reward success")
         for name, value in rl_only.items():
             if value is not None:
                 raise InputError(f"--{name.replace('_', '-')} applies only to --reward success")
@@ -91,10 +101,14 @@ def rft(
             from models.rl import train_rl
 
             summary = train_rl(str(policy), str(out), world=world, steps=steps, resume=resume, hooks=hooks,
-                               preset=preset, **shared, **rl_only)
+                               preset=preset, wm=str(wm) if wm else None,
+                               reward_model=str(reward_model) if reward_model else None, **shared, **rl_only)
             line = (f"wrote {summary['out']} after {summary['steps']} steps ({summary['seconds_per_step']:.1f} s/step, "
-                    f"{summary['env_steps']} environment steps); held-out success "
-                    f"{summary['heldout_first']:.2f} → {summary['heldout_last']:.2f}")
+                    f"{summary['env_steps']} real environment steps, {summary['world_steps']} in the world); "
+                    f"held-out success in the simulator {summary['heldout_first']:.2f} → {summary['heldout_last']:.2f}")
+            if world == "wm":
+                line += (f", imagined {summary['heldout_imagined_first']:.2f} → "
+                         f"{summary['heldout_imagined_last']:.2f}")
         else:
             from models.rft import train_rft
 
@@ -124,9 +138,6 @@ def resolve_world_reward(world: str, reward: str, reward_source: str | None) -> 
         raise InputError(f"--world must be one of {', '.join(WORLDS)}, got {world!r}")
     if reward not in REWARDS:
         raise InputError(f"--reward must be one of {', '.join(REWARDS)}, got {reward!r}")
-    if reward == "success" and world == "wm":
-        raise InputError("--reward success runs in --world sim; closed-loop episodes in the world model need a "
-                         "success reward model, which this studio does not have yet")
     return world, reward
 
 

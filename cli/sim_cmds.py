@@ -52,6 +52,8 @@ def collect(
                                 "chunk); every episode is kept, failures too, with the expert's action as label."),
     noise_std: float = typer.Option(0.0, help="With --policy: exploration noise per action dimension, in the "
                                     "policy's normalised units (RL's gauss noise)."),
+    after_success: int = typer.Option(0, help="Keep acting this many steps past the first success (success frames "
+                                      "for `vlarft train-reward`)."),
     json_out: bool = typer.Option(False, "--json", help="Print the dataset summary as JSON."),
 ) -> None:
     """Record scripted-expert (or a policy's own) episodes from fresh seeded start states."""
@@ -78,7 +80,7 @@ def collect(
     cfg = CollectConfig(
         tasks=tasks, episodes=episodes, perturbation=perturb, action_noise=action_noise, seed=seed,
         camera=camera, image_size=image_size, max_steps=max_steps, keep_failures=keep_failures, workers=workers,
-        policy=spec,
+        policy=spec, after_success=after_success,
     )
     check_writable(out)
     with progress_bar("collecting" + (f" ({spec.name})" if spec else ""), cfg.episodes * len(cfg.tasks)) as update:

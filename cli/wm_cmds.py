@@ -22,20 +22,24 @@ def _bar(description: str):
 def train_wm(
     dataset: str = typer.Option(..., help="Episode file(s), comma-separated (same camera and image size)."),
     out: Path = typer.Option(..., help="Output folder: checkpoint, train_state.pt, metrics.jsonl."),
-    preset: str = typer.Option("cpu-quick", help="smoke (seconds), cpu-quick (~20 min on 2 cores) or gpu."),
+    preset: str = typer.Option("cpu-quick", help="smoke (seconds), cpu-quick (~20 min on 2 cores), align "
+                               "(fine-tune the dynamics of --init) or gpu."),
     steps: int = typer.Option(None, help="Total optimiser steps (autoencoder + dynamics), split as in the preset."),
     heldout: str = typer.Option(None, help="Episode file for the periodic held-out check (default: a split)."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+    init: Path = typer.Option(None, help="Fine-tune this world model (e.g. on added policy rollouts: policy "
+                              "alignment; use --preset align) instead of starting from scratch."),
     json_out: bool = typer.Option(False, "--json", help="Print the training summary as JSON."),
 ) -> None:
-    """Train the action-conditioned world model (frame autoencoder + latent dynamics)."""
+    """Train the action-conditioned world model (frame autoencoder + latent dynamics), or fine-tune one (--init)."""
     from models.hooks import Hooks
     from models.world_model.train import train_world_model
 
     with _bar("train-wm") as update:
         hooks = Hooks(progress=lambda f, m: update(int(f * 1000), 1000, m))
         summary = train_world_model(str(dataset), str(out), preset=preset, steps=steps, resume=resume,
-                                    hooks=hooks, heldout=heldout)
+                                    hooks=hooks, heldout=heldout,
+                                    **({"init_from": str(init)} if init is not None else {}))
     if json_out:
         typer.echo(json.dumps(summary))
         return

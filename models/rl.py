@@ -324,14 +324,21 @@ def plot_heldout(log: MetricsLog, path: Path) -> Path:
     names = [k for k in (rows[0] if rows else {}) if k.startswith("heldout_success")]
     series = {n.removeprefix("heldout_success").lstrip("_") or "all tasks": [(r["step"], r[n]) for r in rows]
               for n in names}
+    if rows and "heldout_imagined_success" in rows[0]:  # an imagined world: the same starts in imagination
+        series["all tasks, imagined"] = [(r["step"], r["heldout_imagined_success"]) for r in rows]
     return line_chart(series, path, "held-out success (deterministic policy, eval stream) vs RL step",
                       ylabel="success", ylim=(0.0, 1.0))
 
 
 # -- training --------------------------------------------------------------------------------------
 def train_rl(policy: str, out: str, world: str = "sim", steps: int | None = None, resume: bool = False,
-             hooks: Hooks | None = None, preset: str = "cpu-quick", **overrides: Any) -> dict:
-    """Fine-tune the policy checkpoint `policy` with closed-loop GRPO; writes a policy checkpoint to `out`."""
+             hooks: Hooks | None = None, preset: str = "cpu-quick", wm: str | None = None,
+             reward_model: str | None = None, **overrides: Any) -> dict:
+    """Fine-tune the policy checkpoint `policy` with closed-loop GRPO; writes a policy checkpoint to `out`.
+
+    world "sim": episodes in the real simulator, success from the simulator. world "wm": episodes imagined by
+    the world model `wm`, success from the reward model `reward_model`; the held-out curve is then measured
+    in the real simulator *and* in imagination (`heldout_imagined_success`), on the same starts."""
     from models.policy_io import load_policy, save_policy
 
     hooks = hooks or Hooks()
@@ -383,23 +390,43 @@ def train_rl(policy: str, out: str, world: str = "sim", steps: int | None = None
     log.truncate_after(start_step)
     meta = {"base_policy": str(Path(policy).resolve()), "world": world, "rl": asdict(cfg), "preset": preset,
             "algorithm": "closed-loop-grpo", "datasets": base_cfg.get("datasets", [])}
-    env_steps = int(state["env_steps"]) if state is not None else 0
+    if world == "wm":
+        meta.update(world_model=str(Path(wm).resolve()) if wm else None,
+                    reward_model=str(Path(reward_model).resolve()) if reward_model else None)
+    env_steps = int(state["env_steps"]) if state is not None else 0  # real simulator steps (training only)
+    world_steps = int(state.get("world_steps", env_steps)) if state is not None else 0
 
     def save(step: int) -> None:
         save_policy(model, out_dir, extra={**meta, "step": step, "complete": step >= cfg.steps,
                                            "env_steps": env_steps, "std": actor.std().tolist()})
         save_train_state(out_dir, {"step": step, "optimizer": opt.state_dict(), "log_std": log_std.detach().cpu(),
-                                   "env_steps": env_steps, "algorithm": "closed-loop-grpo"})
+                                   "env_steps": env_steps, "world_steps": world_steps,
+                                   "algorithm": "closed-loop-grpo"})
         hooks.artifact("checkpoint", str(out_dir))
 
+    world_kwargs: dict[str, Any] = {"wm": wm, "reward_model": reward_model} if world == "wm" else {}
     w = make_world(world, camera=pc.camera, image_size=pc.image_size, max_steps=cfg.max_steps, workers=cfg.workers,
-                   slots_hint=cfg.batch_size * cfg.group_size)
+                   slots_hint=cfg.batch_size * cfg.group_size, **world_kwargs)
+    real_world = None
     history: list[dict] = []
     t_start = time.time()
     step = start_step
+
+    def evaluate() -> dict[str, float]:
+        """Held-out success in the real simulator, and also in the training world when that is imagined."""
+        nonlocal real_world
+        if w.real:
+            return heldout_success(w, model, cfg)
+        if real_world is None:
+            real_world = make_world("sim", camera=pc.camera, image_size=pc.image_size, max_steps=cfg.max_steps,
+                                    workers=cfg.workers, slots_hint=cfg.eval_episodes * 4)
+        imagined = heldout_success(w, model, cfg)
+        return {**heldout_success(real_world, model, cfg),
+                **{k.replace("heldout_", "heldout_imagined_"): v for k, v in imagined.items()}}
+
     try:
         if start_step == 0 and cfg.eval_every:
-            row = heldout_success(w, model, cfg)
+            row = evaluate()
             log.write(0, row, split="heldout")
             hooks.metrics(0, row)
             history.append({"step": 0, **row})
@@ -435,7 +462,8 @@ def train_rl(policy: str, out: str, world: str = "sim", steps: int | None = None
                     break
             if hooks.should_stop():
                 break
-            env_steps += executed
+            world_steps += executed
+            env_steps += executed if w.real else 0
             # 6. clipped policy gradient on the chunks of mixed groups, several passes of mini-batches
             rows = {k: torch.cat([getattr(ro, k) for ro, _ in kept]) for k in
                     ("vision", "text", "proprio", "target", "log_prob", "reference")}
@@ -476,13 +504,14 @@ def train_rl(policy: str, out: str, world: str = "sim", steps: int | None = None
             row = {
                 "train_success": float(success.mean()), "mixed_fraction": n_mixed / max(1, n_groups),
                 "mixed_groups": n_mixed, "groups": n_groups, "episode_length": float(length.mean()),
-                "rows": n_rows, "env_steps": env_steps, "sim_steps_per_s": executed / max(sim_time, 1e-9),
+                "rows": n_rows, "env_steps": env_steps, "world_steps": world_steps,
+                "world_steps_per_s": executed / max(sim_time, 1e-9),
                 "sigma_mean": float(actor.std().detach().mean()) if actor.gaussian else float("nan"),
                 "step_time": time.time() - t0, "lr_head": cfg.lr_head,
                 **{k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()},
             }
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-                held = heldout_success(w, model, cfg)
+                held = evaluate()
                 log.write(step, held, split="heldout")
                 plot_heldout(log, out_dir / "heldout_success.png")
                 save_policy(model, out_dir / "snapshots" / f"step-{step}",
@@ -499,6 +528,8 @@ def train_rl(policy: str, out: str, world: str = "sim", steps: int | None = None
                 save(step)
     finally:
         w.close()
+        if real_world is not None:
+            real_world.close()
     if step > start_step and step % cfg.checkpoint_every != 0 and step != cfg.steps:
         save(step)  # stopped early: keep what was learned
     if (out_dir / "heldout_success.png").exists():
@@ -510,10 +541,13 @@ def train_rl(policy: str, out: str, world: str = "sim", steps: int | None = None
     trained = [h for h in history if "train_success" in h]
     return {
         "out": str(out_dir), "steps": step, "complete": step >= cfg.steps, "wall_seconds": wall,
-        "seconds_per_step": wall / max(1, step - start_step), "env_steps": env_steps, "world": world,
+        "seconds_per_step": wall / max(1, step - start_step), "env_steps": env_steps, "world_steps": world_steps,
+        "world": world,
         "reward": "success", "noise": cfg.noise,
         "heldout_first": held[0]["heldout_success"] if held else math.nan,
         "heldout_last": held[-1]["heldout_success"] if held else math.nan,
+        "heldout_imagined_first": held[0].get("heldout_imagined_success", math.nan) if held else math.nan,
+        "heldout_imagined_last": held[-1].get("heldout_imagined_success", math.nan) if held else math.nan,
         "train_success_first": trained[0]["train_success"] if trained else math.nan,
         "train_success_last": trained[-1]["train_success"] if trained else math.nan,
         "mixed_fraction_mean": float(np.mean([h["mixed_fraction"] for h in trained])) if trained else math.nan,

@@ -35,6 +35,7 @@ class CollectConfig:
     workers: int = 0  # 0: one per available core
     stream: str = "collect"
     policy: PolicySpec | None = None  # None: the scripted expert; else this policy acts (and every episode is kept)
+    after_success: int = 0  # keep acting this many steps past the first success (frames of success, for reward models)
 
     def __post_init__(self) -> None:
         self.tasks = resolve_tasks(self.tasks)
@@ -48,6 +49,8 @@ class CollectConfig:
             raise InputError(f"action noise must be in [0, 1], got {self.action_noise}")
         if self.max_steps <= 0:
             raise InputError(f"max steps must be positive, got {self.max_steps}")
+        if self.after_success < 0:
+            raise InputError(f"after-success must be 0 or positive, got {self.after_success}")
 
 
 _ENVS: dict[tuple, SimEnv] = {}
@@ -92,7 +95,9 @@ def run_expert_episode(cfg: CollectConfig, task: str, index: int) -> Episode:
     plan: list[np.ndarray] = []
     frames, proprio, env_obs, acts, clean, rews, succ, states = [], [], [], [], [], [], [], []
     success = False
-    while not env.done and not success:
+    extra = 0  # steps taken after the first success
+    while not env.done and (not any(succ) or extra < cfg.after_success):
+        extra += int(any(succ))
         frames.append(obs.frame)
         proprio.append(obs.proprio)
         env_obs.append(obs.env_obs)
@@ -148,6 +153,7 @@ def collect(cfg: CollectConfig, out: str, progress: ProgressFn | None = None) ->
         "action_noise": cfg.action_noise,
         "seed": cfg.seed,
         "max_steps": cfg.max_steps,
+        "after_success": cfg.after_success,
     }
     attempts: dict[str, int] = {}
     kept: dict[str, int] = {}

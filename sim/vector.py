@@ -105,6 +105,37 @@ class _Slots:
         self.envs, self.free = {}, {}
 
 
+class StartFrames:
+    """The real first frame and proprio of start states, rendered in this process with one environment per
+    task; no physics step is taken (an imagined world starts from these)."""
+
+    def __init__(self, camera: str, image_size: int) -> None:
+        self.camera, self.image_size = camera, image_size
+        self.envs: dict[str, Any] = {}
+
+    def __call__(self, requests: list[StartRequest]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        from sim.env import SimEnv
+
+        if not requests:
+            raise InputError("reset needs at least one start")
+        frames, proprio, starts = [], [], []
+        for req in requests:
+            if req.task not in self.envs:
+                self.envs[req.task] = SimEnv(req.task, camera=self.camera, image_size=self.image_size)
+            env = self.envs[req.task]
+            start = env.sample_start(req.perturbation, seed=req.seed, index=req.index, stream=req.stream)
+            obs = env.reset(start)
+            frames.append(obs.frame)
+            proprio.append(obs.proprio)
+            starts.append(start.to_json())
+        return np.stack(frames), np.stack(proprio).astype(np.float32), starts
+
+    def close(self) -> None:
+        for env in self.envs.values():
+            env.close()
+        self.envs = {}
+
+
 def _serve(conn, camera: str, image_size: int, max_steps: int) -> None:
     _init_worker()
     slots = _Slots(camera, image_size, max_steps)

@@ -22,6 +22,7 @@ class LineWorld:
     `lengths` maps a start index to the number of chunks its episodes last (success or not)."""
 
     name = "toy"
+    real = True
 
     def __init__(self, threshold: float = 0.0, chunks: int = 3, always: dict[int, bool] | None = None,
                  lengths: dict[int, int] | None = None, delay: float = 0.0, image_size: int = 64, **_: object) -> None:

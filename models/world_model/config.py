@@ -64,6 +64,7 @@ class WMConfig:
     eval_windows: int = 64
     checkpoint_every: int = 250
     init_autoencoder: str | None = None  # world-model checkpoint whose autoencoder starts phase 1 (or replaces it)
+    init_from: str | None = None  # world-model checkpoint to fine-tune (architecture and normalisation come from it)
     seed: int = 0
     threads: int = 0  # torch threads (0: leave as is)
     device: str = "auto"
@@ -96,6 +97,12 @@ class WMConfig:
             raise WMConfigError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
 
 
+# what a fine-tuned model inherits from the checkpoint it starts from (`init_from`): its shape and input units
+INHERITED = ("image_size", "camera", "context_frames", "action_dim", "action_low", "action_high", "proprio_mean",
+             "proprio_std", "latent_channels", "enc_channels", "enc_half_blocks", "enc_blocks", "dec_channels",
+             "ctx_channels", "dec_blocks", "dec_half_blocks", "dyn_channels", "dyn_channels_low", "dyn_blocks_low",
+             "state_channels", "cond_dim", "cumulative_actions")
+
 PRESETS: dict[str, dict] = {
     # seconds on a laptop: for tests and wiring checks only
     "smoke": dict(
@@ -106,6 +113,8 @@ PRESETS: dict[str, dict] = {
     ),
     # about 20 minutes on 2 CPU cores (see docs/results.md)
     "cpu-quick": dict(threads=2),
+    # policy alignment (WMPO): fine-tune the dynamics of an existing model (`init_from`) on added policy rollouts
+    "align": dict(threads=2, ae_steps=0, dyn_steps=600, dyn_lr=3e-4, eval_every=100, checkpoint_every=100),
     # same recipe, wider and longer
     "gpu": dict(
         latent_channels=12, enc_channels=(128, 192), enc_half_blocks=1, enc_blocks=2, dec_channels=(64, 128),

@@ -186,6 +186,19 @@ class WorldModel(nn.Module):
         out = self.decode(zs, state.ctx) if decode else torch.stack(zs, 1)
         return (out, state) if return_state else out
 
+    def imagine_chunk(self, frames: torch.Tensor, actions: torch.Tensor, decode_all: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One closed-loop chunk, re-anchored on the frame it starts from (the training distribution: every
+        unroll begins at a frame with no actions summed yet). frames (N, 3, H, W) float in [0, 1], actions
+        (N, K, A) raw -> latents after every action (N, K, lat, h, w), proprio after every action (N, K, 4) in
+        raw units, frames (N, K, 3, H, W) if `decode_all` else the last frame only (N, 3, H, W)."""
+        with torch.inference_mode():
+            state = self.begin(frames[:, None])
+            zs, hands, state = self.unroll(state, self.normalize_actions(actions))
+            proprio = hands * self.proprio_std + self.proprio_mean
+            out = self.decode(zs, state.ctx) if decode_all else self.decode(zs[-1:], state.ctx)[:, 0]
+            return torch.stack(zs, 1), proprio, out
+
     def reconstruct(self, context: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """The autoencoder's ceiling: encode the real frames (B, T, 3, H, W) and decode them against the context."""
         with torch.inference_mode():

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from models.checkpoint import CheckpointError, device_for, load_train_state, read_config, save_train_state
 from models.hooks import Hooks, MetricsLog
 from models.world_model.autoencoder import expand_context
-from models.world_model.config import WMConfig, WMConfigError, make_config
+from models.world_model.config import INHERITED, WMConfig, WMConfigError, make_config
 from models.world_model.data import FrameStore, load_store, split_by_task
 from models.world_model.metrics import frame_psnr, moving_mask, moving_sums, psnr_from_mse
 from models.world_model.model import ARCH, KIND, WorldModel
@@ -152,7 +152,18 @@ def _resolve_config(out: Path, preset: str, steps: int | None, resume: bool, ove
             for k in ("ae_steps", "dyn_steps", *overrides):
                 setattr(cfg, k, getattr(fresh, k))
         return cfg
-    return make_config(preset, steps, **overrides)
+    cfg = make_config(preset, steps, **overrides)
+    if cfg.init_from:
+        if not (Path(cfg.init_from) / "config.json").exists():
+            raise WMConfigError(f"--init {cfg.init_from}: no world-model checkpoint there")
+        meta = read_config(cfg.init_from, KIND)
+        if meta.get("architecture") != ARCH:
+            raise CheckpointError(f"{cfg.init_from}: world-model architecture {meta.get('architecture')!r} cannot be "
+                                  f"fine-tuned as {ARCH!r}")
+        src = WMConfig.from_json(meta["config"])
+        for k in INHERITED:
+            setattr(cfg, k, getattr(src, k))
+    return cfg
 
 
 def train_world_model(
@@ -176,6 +187,8 @@ def train_world_model(
     if out_dir.exists() and not out_dir.is_dir():
         raise WMConfigError(f"output {out_dir} exists and is not a folder")
     cfg = _resolve_config(out_dir, preset, steps, resume, overrides)
+    if cfg.ae_steps == 0 and not (cfg.init_from or cfg.init_autoencoder):
+        raise WMConfigError(f"preset '{preset}' trains no autoencoder: give a world model to start from (--init)")
 
     # ---- data: everything validated before any training ----------------------------------------
     hooks.progress(0.0, "loading episodes")
@@ -226,7 +239,11 @@ def train_world_model(
         step = resumed_from = int(ts["step"])
         log.truncate_after(step)
     else:
-        if cfg.init_autoencoder:
+        if cfg.init_from:
+            from models.checkpoint import load_checkpoint, load_into
+
+            load_into(wm, load_checkpoint(cfg.init_from, KIND)[1], f"world model {cfg.init_from}")
+        elif cfg.init_autoencoder:
             _load_autoencoder(wm, cfg.init_autoencoder)
         if log.path.exists():
             log.path.unlink()
