@@ -328,20 +328,24 @@ def score_sequences(model: SuccessClassifier, seq: Sequences, rows: np.ndarray, 
     return out
 
 
-def choose_threshold(model: SuccessClassifier, seq: Sequences, rows: np.ndarray, source: str) -> tuple[float, float]:
-    """The threshold with the best episode-level F1 on the validation rows (ties: the higher threshold)."""
-    probs = [sequence_probs(model, seq.imag_z[i] if source == "imagined" else seq.real_z[i],
-                            seq.imag_p[i] if source == "imagined" else seq.real_p[i], seq.task[i]) for i in rows]
-    truth = np.array([bool((seq.success[i] if source == "imagined" else seq.success[i][:-1]).any()) for i in rows])
+def best_threshold(probs: list[np.ndarray], truth: np.ndarray, confirm: int, min_steps: int) -> tuple[float, float]:
+    """The threshold with the best episode-level F1 over per-episode probability sequences (ties: the higher)."""
     best = (-1.0, 0.5)
     for thr in np.round(np.arange(0.05, 0.991, 0.01), 2):
-        det = Detector(float(thr), model.cfg.confirm, model.cfg.min_steps)
-        pred = np.array([det.first(p) > 0 for p in probs])
-        f1 = prf(pred, truth)["f1"]
+        det = Detector(float(thr), confirm, min_steps)
+        f1 = prf(np.array([det.first(p) > 0 for p in probs]), truth)["f1"]
         f1 = -1.0 if math.isnan(f1) else f1
         if f1 >= best[0]:
             best = (f1, float(thr))
     return best[1], best[0]
+
+
+def choose_threshold(model: SuccessClassifier, seq: Sequences, rows: np.ndarray, source: str) -> tuple[float, float]:
+    imagined = source == "imagined"
+    probs = [sequence_probs(model, seq.imag_z[i] if imagined else seq.real_z[i],
+                            seq.imag_p[i] if imagined else seq.real_p[i], seq.task[i]) for i in rows]
+    truth = np.array([bool((seq.success[i] if imagined else seq.success[i][:-1]).any()) for i in rows])
+    return best_threshold(probs, truth, model.cfg.confirm, model.cfg.min_steps)
 
 
 # -- training ----------------------------------------------------------------------------------------------
@@ -414,9 +418,9 @@ def train_reward_model(wm_path: str, dataset: str, out: str, preset: str = "cpu-
         opt.step()
         if step % 50 == 0 or step == cfg.steps:
             acc = float(((logits > 0).float() == y_all[idx]).float().mean())
-            log.write(step, {"loss": float(loss), "balanced_accuracy": acc, "lr": lr})
-            hooks.metrics(step, {"loss": float(loss), "balanced_accuracy": acc})
-            hooks.progress(0.3 + 0.6 * step / cfg.steps, f"step {step}/{cfg.steps} loss {float(loss):.3f}")
+            log.write(step, {"loss": loss.item(), "balanced_accuracy": acc, "lr": lr})
+            hooks.metrics(step, {"loss": loss.item(), "balanced_accuracy": acc})
+            hooks.progress(0.3 + 0.6 * step / cfg.steps, f"step {step}/{cfg.steps} loss {loss.item():.3f}")
     model.eval()
 
     source = "imagined" if cfg.imagined else "real"

@@ -53,3 +53,25 @@ def test_bad_policy_collection_is_one_line(tmp_path):
     assert_one_line_error(run_cli("collect", "--tasks", TASK, "--episodes", "1", "--out", str(out),
                                   "--policy", str(policy), "--noise-std", "5"), "noise std")
     assert not out.exists()
+
+
+def test_after_success_keeps_acting_and_labels_every_step(tmp_path):
+    from sim.collect import CollectConfig, collect
+
+    out, plain = tmp_path / "after.h5", tmp_path / "plain.h5"
+    collect(CollectConfig(tasks=("button-press-topdown-v3",), episodes=1, workers=1, after_success=5), str(out))
+    collect(CollectConfig(tasks=("button-press-topdown-v3",), episodes=1, workers=1), str(plain))
+    a, b = EpisodeFile(out), EpisodeFile(plain)
+    try:
+        ea, eb = a.load(0), b.load(0)
+        first = int(np.argmax(eb.successes))
+        assert eb.successes[first] and len(eb) == first + 1  # without it, the episode stops at its first success
+        assert len(ea) == first + 6 and ea.successes[first]  # with it, 5 more steps, each with its own label
+        assert np.array_equal(ea.frames[: first + 1], eb.frames)
+        assert ea.successes[first:].mean() > 0.5 and a.h5["data"].attrs["after_success"] == 5
+    finally:
+        a.close()
+        b.close()
+    res = run_cli("collect", "--tasks", TASK, "--episodes", "1", "--after-success", "-1", "--out",
+                  str(tmp_path / "x.h5"))
+    assert_one_line_error(res, "after-success")
