@@ -6,8 +6,11 @@
     4. fine-tune the base policy with GRPO inside the frozen world model (models/rft.py, the paper's recipe);
     5. (presets with `rl_preset`) fine-tune the base policy with closed-loop GRPO on task success in the
        real simulator (models/rl.py);
-    6. evaluate base, RFT (and RL) in the real simulator on the perturbation suite, on the same held-out
-       evaluation seeds for every policy (the `eval` seed stream, never used for data).
+    6. (presets with `wm_rl_preset`) the world-model path: record the base policy's own episodes (failures
+       too, a few steps past success), fine-tune the world model on them (policy alignment), train the success
+       reward model on its latents, then closed-loop GRPO inside the aligned world model (models/worlds.py);
+    7. evaluate base, RFT (and RL, world-model RL) in the real simulator on the perturbation suite, on the
+       same held-out evaluation seeds for every policy (the `eval` seed stream, never used for data).
 
 Writes OUT/results.json, OUT/results.md (shaped like the paper's Tables 1 and 2) and side-by-side MP4s
 (base | RFT, same start) under OUT/videos. Every stage is resumable: a finished stage leaves
@@ -46,6 +49,17 @@ class PipelinePreset:
     rl_preset: str | None = None  # closed-loop RL with a success reward (models/rl.py); None: no RL stage
     rl_steps: int | None = None
     rl_options: dict = field(default_factory=dict)  # overrides for models.rl
+    wm_rl_preset: str | None = None  # the world-model path (rollouts → align → reward model → RL in imagination)
+    wm_rl_steps: int | None = None
+    wm_rl_options: dict = field(default_factory=dict)  # overrides for models.rl in the imagined world
+    rollout_episodes: int = 32  # base-policy episodes per task, deterministic and again with noise
+    rollout_noise: float = 0.3
+    rollout_max_steps: int = 150
+    after_success: int = 8  # steps recorded past the first success (positives for the reward model)
+    align_preset: str = "align"
+    align_steps: int | None = None
+    reward_preset: str = "cpu-quick"
+    reward_steps: int | None = None
     policy_options: dict = field(default_factory=dict)  # overrides for models.policy.train
     rft_options: dict = field(default_factory=dict)  # overrides for models.rft
     videos: int = 6
@@ -57,6 +71,8 @@ PRESETS: dict[str, PipelinePreset] = {
         tasks="smoke", clean_episodes=3, noisy_episodes=1, action_noise=0.3, wm_preset="smoke",
         policy_preset="smoke", rft_preset="smoke", perturbations="none,object:minor", eval_episodes=1,
         eval_max_steps=60, videos=2, rl_preset="smoke", rl_options={"tasks": "smoke"},
+        wm_rl_preset="smoke", wm_rl_options={"tasks": "smoke"}, rollout_episodes=1, rollout_max_steps=24,
+        after_success=2, align_steps=4, reward_preset="smoke",
     ),
     "cpu-quick": PipelinePreset(
         tasks="cpu-quick", clean_episodes=50, noisy_episodes=50, action_noise=0.3, wm_preset="cpu-quick",
@@ -69,17 +85,25 @@ PRESETS: dict[str, PipelinePreset] = {
         policy_preset="cpu-quick", rft_preset="cpu-quick", perturbations="all", eval_episodes=20,
         policy_options={"snapshot_every": 250}, rl_preset="cpu-quick",
     ),
+    # cpu-quick plus the world-model path: RL in the aligned world model with a learned success reward
+    "cpu-quick-wm": PipelinePreset(
+        tasks="cpu-quick", clean_episodes=50, noisy_episodes=50, action_noise=0.3, wm_preset="cpu-quick",
+        policy_preset="cpu-quick", rft_preset="cpu-quick", perturbations="all", eval_episodes=20,
+        policy_options={"snapshot_every": 250}, wm_rl_preset="cpu-quick",
+    ),
     "mt10-gpu": PipelinePreset(
         tasks="mt10", clean_episodes=100, noisy_episodes=100, action_noise=0.3, wm_preset="gpu",
         policy_preset="gpu", rft_preset="gpu", perturbations="all", eval_episodes=50, rl_preset="gpu",
-        rl_options={"tasks": "mt10"},
+        rl_options={"tasks": "mt10"}, wm_rl_preset="gpu", wm_rl_options={"tasks": "mt10"}, rollout_episodes=128,
+        reward_preset="gpu",
     ),
 }
 
-STAGES = ("collect", "world_model", "policy", "rft", "rl", "evaluate")
+STAGES = ("collect", "world_model", "policy", "rft", "rl", "rollouts", "align", "reward_model", "wm_rl", "evaluate")
 # rough share of wall time per stage on cpu-quick, for one progress bar over the whole run
-WEIGHTS = {"collect": 0.05, "world_model": 0.3, "policy": 0.15, "rft": 0.15, "rl": 0.2, "evaluate": 0.15}
-POLICY_STAGES = ("base", "rft", "rl")  # the policies a pipeline evaluates, in table order
+WEIGHTS = {"collect": 0.05, "world_model": 0.25, "policy": 0.12, "rft": 0.1, "rl": 0.12, "rollouts": 0.04,
+           "align": 0.06, "reward_model": 0.04, "wm_rl": 0.1, "evaluate": 0.12}
+POLICY_STAGES = ("base", "rft", "rl", "wm_rl")  # the policies a pipeline evaluates, in table order
 
 
 def make_preset(name: str, **overrides: Any) -> PipelinePreset:
@@ -205,13 +229,64 @@ def run_pipeline(
         return train_rl(str(start), str(folder), world="sim", steps=p.rl_steps,
                         resume=(folder / "train_state.pt").exists(), hooks=h, preset=p.rl_preset, **opts)
 
+    rollouts = root / "rollouts"
+
+    def rollouts_stage(h: Hooks, folder: Path) -> dict:
+        from models.policy_io import eval_spec
+        from sim.collect import CollectConfig, collect
+
+        start = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
+        jobs = [("base_det.h5", eval_spec(start), p.rollout_episodes, p.seed + 2),
+                ("base_noisy.h5", eval_spec(start, noise_std=p.rollout_noise), p.rollout_episodes, p.seed + 3),
+                ("expert_after.h5", None, max(1, p.rollout_episodes // 2), p.seed + 4)]
+        out = {}
+        for i, (name, spec, episodes, seed) in enumerate(jobs):
+            if (folder / name).exists():
+                continue
+            h.progress(i / len(jobs), name)
+            rep = collect(CollectConfig(tasks=p.tasks, episodes=episodes, seed=seed, policy=spec,
+                                        max_steps=p.rollout_max_steps if spec else p.eval_max_steps,
+                                        after_success=p.after_success), str(folder / name))
+            out[name] = rep.summary.to_json()
+            h.artifact("table", str(folder / name))
+        return out
+
+    def rollout_files() -> str:
+        return ",".join(str(rollouts / n) for n in ("base_det.h5", "base_noisy.h5", "expert_after.h5"))
+
+    def align_stage(h: Hooks, folder: Path) -> dict:
+        from models.world_model.train import train_world_model
+
+        return train_world_model(f"{datasets()},{rollout_files()}", str(folder), preset=p.align_preset,
+                                 steps=p.align_steps, resume=(folder / "train_state.pt").exists(), hooks=h,
+                                 init_from=str(root / "world_model"))
+
+    def reward_stage(h: Hooks, folder: Path) -> dict:
+        from models.reward_model import train_reward_model
+
+        return train_reward_model(str(root / "align"), rollout_files(), str(folder), preset=p.reward_preset,
+                                  hooks=h, steps=p.reward_steps)
+
+    def wm_rl_stage(h: Hooks, folder: Path) -> dict:
+        from models.rl import train_rl
+
+        start = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
+        assert p.wm_rl_preset is not None
+        opts = {"tasks": p.tasks, **p.wm_rl_options}
+        return train_rl(str(start), str(folder), world="wm", steps=p.wm_rl_steps,
+                        resume=(folder / "train_state.pt").exists(), hooks=h, preset=p.wm_rl_preset,
+                        wm=str(root / "align"), reward_model=str(root / "reward_model"), **opts)
+
     def eval_stage(h: Hooks, folder: Path) -> dict:
         return evaluate_policies(root, p, folder, h)
 
     try:
         for name, fn in (("collect", collect_stage), ("world_model", wm_stage), ("policy", policy_stage),
-                         ("rft", rft_stage), ("rl", rl_stage), ("evaluate", eval_stage)):
+                         ("rft", rft_stage), ("rl", rl_stage), ("rollouts", rollouts_stage), ("align", align_stage),
+                         ("reward_model", reward_stage), ("wm_rl", wm_rl_stage), ("evaluate", eval_stage)):
             if name == "rl" and p.rl_preset is None:
+                continue
+            if name in ("rollouts", "align", "reward_model", "wm_rl") and p.wm_rl_preset is None:
                 continue
             stage(name, fn)
     except Stopped as exc:
@@ -239,13 +314,15 @@ def evaluate_policies(root: Path, p: PipelinePreset, folder: Path, hooks: Hooks)
 
     base_dir = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
     specs = {"base": eval_spec(base_dir), "rft": eval_spec(root / "rft")}
-    if (root / "rl" / "config.json").exists():
-        specs["rl"] = eval_spec(root / "rl")
+    for name in ("rl", "wm_rl"):
+        if (root / name / "config.json").exists():
+            specs[name] = eval_spec(root / name)
     reports = {}
+    training_data = tuple(str(x) for d in ("collect", "rollouts") for x in (root / d).glob("*.h5"))
     for i, (name, spec) in enumerate(specs.items()):
         cfg = EvalConfig(tasks=p.tasks, perturbations=parse_perturbations(p.perturbations), episodes=p.eval_episodes,
                          seed=p.seed, max_steps=p.eval_max_steps, keep_frames=1,
-                         exclude_datasets=tuple(str(x) for x in (root / "collect").glob("*.h5")))
+                         exclude_datasets=training_data)
 
         def progress(done: int, total: int, task: str, i: int = i, name: str = name) -> None:
             if hooks.should_stop():
@@ -292,7 +369,8 @@ def _pct(c: dict | None) -> str:
     return f"{100 * c['success_rate']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
-LABELS = {"base": "base (BC)", "rft": "RFT, one-chunk verified reward (paper)", "rl": "RL, closed-loop success"}
+LABELS = {"base": "base (BC)", "rft": "RFT, one-chunk verified reward (paper)", "rl": "RL, closed-loop success",
+          "wm_rl": "RL in the world model, learned success reward"}
 
 
 def results_markdown(results: dict) -> str:
@@ -336,6 +414,13 @@ def results_markdown(results: dict) -> str:
         lines += [f"RL: {rl_stage.get('steps')} steps, {rl_stage.get('seconds_per_step', 0):.1f} s/step, "
                   f"{rl_stage.get('env_steps', 0)} simulator steps, held-out success "
                   f"{rl_stage.get('heldout_first', 0):.2f} → {rl_stage.get('heldout_last', 0):.2f}.", ""]
+    wm_rl = results["stages"].get("wm_rl", {})
+    if wm_rl:
+        lines += [f"World-model RL: {wm_rl.get('steps')} steps, {wm_rl.get('seconds_per_step', 0):.1f} s/step, "
+                  f"{wm_rl.get('world_steps', 0)} imagined steps and 0 simulator steps in training; held-out success "
+                  f"in the simulator {wm_rl.get('heldout_first', 0):.2f} → {wm_rl.get('heldout_last', 0):.2f}, in "
+                  f"imagination {wm_rl.get('heldout_imagined_first', 0):.2f} → "
+                  f"{wm_rl.get('heldout_imagined_last', 0):.2f}.", ""]
     if results.get("videos"):
         lines += [f"Side-by-side videos ({' | '.join(names)}, same start): "
                   + ", ".join(Path(v).name for v in results["videos"])]

@@ -273,11 +273,12 @@ def build_sequences(wm, episodes: list[dict], imagined: bool, chunk: int, progre
                      imag_p=[d.get("p", torch.zeros(0)) for d in imag], policy=[e["policy"] for e in episodes])
 
 
-def _split(tasks: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _split(tasks: list[str], success: list[bool], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Episodes into (train, validation), stratified by task and outcome; a group of one stays in training."""
     rng = np.random.default_rng(seed)
     train, val = [], []
-    for t in sorted(set(tasks)):
-        idx = rng.permutation([i for i, x in enumerate(tasks) if x == t])
+    for key in sorted(set(zip(tasks, success, strict=True))):
+        idx = rng.permutation([i for i, x in enumerate(zip(tasks, success, strict=True)) if x == key])
         k = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
         val += list(idx[:k])
         train += list(idx[k:])
@@ -371,7 +372,7 @@ def train_reward_model(wm_path: str, dataset: str, out: str, preset: str = "cpu-
     hooks.progress(0.02, "encoding and imagining episodes")
     seq = build_sequences(wm, episodes, cfg.imagined, cfg.chunk,
                           progress=lambda f: hooks.progress(0.02 + 0.28 * f, "imagining episodes"))
-    train_rows, val_rows = _split(seq.task, cfg.val_fraction, cfg.seed)
+    train_rows, val_rows = _split(seq.task, [bool(y.any()) for y in seq.success], cfg.val_fraction, cfg.seed)
 
     # flat pools of (latent, proprio, task, label) from the training episodes
     zs, ps, ts, ys = [], [], [], []

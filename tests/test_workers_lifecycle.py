@@ -115,13 +115,14 @@ def test_pipeline_smoke_then_imagine_from_its_world_model(stack, worker, studio)
         pytest.skip("the pipeline runs once, on the embedded stack (its stages are the same code on both)")
     run = studio.wait(studio.pipeline(preset="smoke").id, timeout=600)
     assert run.status == "succeeded", (run.error, worker.output())
-    assert run.result["complete"] is True and set(run.result["success"]) == {"base", "rft", "rl"}
+    assert run.result["complete"] is True and set(run.result["success"]) == {"base", "rft", "rl", "wm_rl"}
     ckpts = {a.name for a in studio.artifacts(run.id, kind="checkpoint")}
-    assert {"world_model", "policy", "policy/base", "rft", "rl"} <= ckpts
+    assert {"world_model", "policy", "policy/base", "rft", "rl", "align", "reward_model", "wm_rl"} <= ckpts
     assert studio.artifacts(run.id, kind="video")
     names = set(studio.metrics(run.id).series)
     assert any(n.startswith("world_model/") for n in names) and any(n.startswith("policy/") for n in names)
     assert {"rl/train_success", "rl/heldout_success", "rl/mixed_fraction"} <= names
+    assert {"wm_rl/heldout_success", "wm_rl/heldout_imagined_success", "wm_rl/world_steps"} <= names
 
     im = studio.wait(studio.imagine(world_model=f"run:{run.id}", policies={"base": f"run:{run.id}"},
                                     task="drawer-open-v3", horizon=8, max_steps=20).id, timeout=300)
