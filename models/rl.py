@@ -229,14 +229,17 @@ class Rollout:
 @torch.no_grad()
 def rollout(world: World, actor: Actor | None, model, ref, requests: list[StartRequest], gen: torch.Generator,
             max_steps: int, hooks: Hooks | None = None, explore: np.ndarray | None = None,
-            explore_chunks: int = 0) -> Rollout:
+            explore_chunks: int = 0, frames: list[np.ndarray] | None = None) -> Rollout:
     """Drive every episode to its end. `actor` None: the deterministic ODE (evaluation, nothing recorded).
 
     `explore` (per slot, a chunk index) with `explore_chunks` = k > 0: only chunks explore[i] … explore[i] + k − 1
-    of episode i are sampled from the stochastic policy (and recorded); the others are the deterministic ODE."""
+    of episode i are sampled from the stochastic policy (and recorded); the others are the deterministic ODE.
+    `frames`: a list that receives every slot's frame at every chunk boundary ([N, H, W, 3] per boundary)."""
     instructions = [get_task(r.task).instruction for r in requests]
     model.text.warm(list(dict.fromkeys(instructions)))
     obs = world.reset(requests)
+    if frames is not None:
+        frames.append(obs.frames.copy())
     n = len(requests)
     live = np.ones(n, bool)
     rec: dict[str, list] = {k: [] for k in ("vision", "text", "proprio", "target", "log_prob", "ref", "episode")}
@@ -265,6 +268,8 @@ def rollout(world: World, actor: Actor | None, model, ref, requests: list[StartR
         chunks[rows] = model.action_norm.unnormalize(a_norm).cpu().numpy()
         res = world.step(chunks, live)
         obs, success, steps, executed = res.obs, res.success, res.steps, executed + res.executed
+        if frames is not None:
+            frames.append(obs.frames.copy())
         live = ~res.done
         if not live.any():
             break

@@ -135,3 +135,30 @@ def correlations(reports: list[dict]) -> dict[str, dict]:
                    np.array([task_rate(r, "real", t) for r in reports]))
     return {k: {"policies": len(reports), "pearson": _pearson(x, y), "spearman": _pearson(_ranks(x), _ranks(y)),
                 "mean_abs_gap": float(np.abs(x - y).mean())} for k, (x, y) in rows.items()}
+
+
+def episode_pair(policy: str, wm: str, reward_model: str, request: StartRequest, max_steps: int = 200,
+                 workers: int = 1) -> dict[str, Any]:
+    """One start, the policy in imagination and in the simulator: the frames at every chunk boundary of each
+    (uint8 [T, H, W, 3]), the outcomes, and the classifier's per-step success probabilities in imagination."""
+    from models.policy_io import load_policy
+    from models.rl import rollout
+    from models.worlds import SimWorld, WMWorld
+
+    model = load_policy(policy)
+    pc = model.config
+    out: dict[str, Any] = {"start": None}
+    world = WMWorld(wm, reward_model, camera=pc.camera, image_size=pc.image_size, max_steps=max_steps)
+    sim = SimWorld(camera=pc.camera, image_size=pc.image_size, max_steps=max_steps, workers=workers, slots_hint=1)
+    try:
+        for name, w in (("imagined", world), ("real", sim)):
+            frames: list[np.ndarray] = []
+            r = rollout(w, None, model, None, [request], torch.Generator(), max_steps, frames=frames)
+            out[name] = {"frames": np.stack([f[0] for f in frames]), "success": bool(r.success[0]),
+                         "steps": int(r.steps[0])}
+            out["start"] = w.starts[0]
+        out["imagined"]["probs"] = np.concatenate([p[0] for p in world.probs if not np.isnan(p[0]).all()])
+    finally:
+        world.close()
+        sim.close()
+    return out
