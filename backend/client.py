@@ -30,6 +30,9 @@ from backend.params import (
     PipelineParams,
     RFTParams,
     TrainParams,
+    TrainRewardParams,
+    TrainWMParams,
+    WMEvalParams,
     describe_errors,
 )
 from backend.schemas import (
@@ -123,8 +126,12 @@ class StudioClient:
         return self.create_run("collect", _checked(CollectParams, **params), name)
 
     def train_world_model(self, dataset_id: int, preset: str = "cpu-quick", steps: int | None = None,
-                          name: str | None = None) -> RunOut:
-        p = _checked(TrainParams, dataset_id=dataset_id, preset=preset, steps=steps)
+                          name: str | None = None, init_world_model: str | None = None,
+                          extra_dataset_ids: list[int] | None = None) -> RunOut:
+        """A world model on dataset_id (+ extra_dataset_ids); with init_world_model (preset align: required)
+        it fine-tunes that one."""
+        p = _checked(TrainWMParams, dataset_id=dataset_id, preset=preset, steps=steps,
+                     init_world_model=init_world_model, extra_dataset_ids=list(extra_dataset_ids or []))
         return self.create_run("train_wm", p, name)
 
     def train_policy(self, dataset_id: int, preset: str = "cpu-quick", steps: int | None = None,
@@ -147,6 +154,28 @@ class StudioClient:
         p = _checked(RFTParams, policy=policy, world="sim", reward="success", preset=preset, steps=steps,
                      options=options)
         return self.create_run("rft", p, name)
+
+    def rl_in_world_model(self, policy: str, world_model: str, reward_model: str, preset: str = "cpu-quick",
+                          steps: int | None = None, name: str | None = None, **options: Any) -> RunOut:
+        """Closed-loop GRPO inside the world model, success decided by its reward model (an `rft` run, world wm,
+        reward success); the held-out curve is measured in the simulator and in imagination. options: RLOptions."""
+        p = _checked(RFTParams, policy=policy, world="wm", reward="success", world_model=world_model,
+                     reward_model=reward_model, preset=preset, steps=steps, options=options)
+        return self.create_run("rft", p, name)
+
+    def train_reward(self, world_model: str, dataset_ids: list[int], preset: str = "cpu-quick",
+                     steps: int | None = None, imagined: bool = True, name: str | None = None) -> RunOut:
+        """The success reward model of `world_model`, from episodes with per-step success."""
+        p = _checked(TrainRewardParams, world_model=world_model, dataset_ids=list(dataset_ids), preset=preset,
+                     steps=steps, imagined=imagined)
+        return self.create_run("train_reward", p, name)
+
+    def wm_eval(self, policies: list[str], world_model: str, reward_model: str, name: str | None = None,
+                **params: Any) -> RunOut:
+        """Policies' success inside the world model (and, with real=True, the default, in the simulator)."""
+        p = _checked(WMEvalParams, policies=list(policies), world_model=world_model, reward_model=reward_model,
+                     **params)
+        return self.create_run("wm_eval", p, name)
 
     def evaluate(self, name: str | None = None, **params: Any) -> RunOut:
         return self.create_run("evaluate", _checked(EvaluateParams, **params), name)
@@ -265,7 +294,8 @@ class StudioClient:
         return PerturbationsOut.model_validate(self._json("GET", "/perturbations"))
 
     def checkpoints(self, kind: str | None = None, limit: int = 200) -> list[CheckpointOut]:
-        """Trained checkpoints (kind: policy | world_model), newest first; use `.ref` as a model reference."""
+        """Trained checkpoints (kind: policy | world_model | reward_model), newest first; use `.ref` as a model
+        reference."""
         q: dict[str, Any] = {"limit": limit, **({"kind": kind} if kind else {})}
         return [CheckpointOut.model_validate(c) for c in self._json("GET", "/checkpoints", params=q)]
 

@@ -14,7 +14,17 @@ from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
 from backend.models import Dataset, Run
-from backend.params import CollectParams, EvaluateParams, ImagineParams, Params, RFTParams, TrainParams
+from backend.params import (
+    CollectParams,
+    EvaluateParams,
+    ImagineParams,
+    Params,
+    RFTParams,
+    TrainParams,
+    TrainRewardParams,
+    TrainWMParams,
+    WMEvalParams,
+)
 from backend.refs import RefError, resolve
 
 Loc = tuple[str | int, ...]
@@ -49,15 +59,41 @@ def free_disk(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-def _policy_image_size(folder: Path | None) -> int:
+def _config(folder: Path | None) -> dict:
     import json
 
     if folder is None:
-        return 64
+        return {}
     try:
-        return int(json.loads((folder / "config.json").read_text()).get("policy", {}).get("image_size", 64))
-    except (OSError, ValueError, TypeError, AttributeError):
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _policy_image_size(folder: Path | None) -> int:
+    try:
+        return int(_config(folder).get("policy", {}).get("image_size", 64))
+    except (ValueError, TypeError, AttributeError):
         return 64
+
+
+def _policy_view(folder: Path) -> tuple[str, int] | None:
+    """(camera, image size) a policy checkpoint sees, or None when its config does not say."""
+    policy = _config(folder).get("policy")
+    if not isinstance(policy, dict):
+        return None
+    try:
+        return str(policy.get("camera", "workspace")), int(policy.get("image_size", 64))
+    except (ValueError, TypeError):
+        return None
+
+
+def _reward_tasks(folder: Path) -> list[str] | None:
+    """The tasks a reward model has a success logit for, or None when its config does not say."""
+    cfg = _config(folder).get("config")
+    tasks = cfg.get("tasks") if isinstance(cfg, dict) else None
+    return list(tasks) if isinstance(tasks, list) and tasks else None
 
 
 def check_run(s: Session, settings: Settings, kind: str, p: Params, loc: Loc = ("body", "params")) -> list[dict]:
@@ -75,6 +111,10 @@ def check_run(s: Session, settings: Settings, kind: str, p: Params, loc: Loc = (
             errors.append(_err(where, str(exc)))
             return None
 
+    def steps_limit(steps: int | None) -> None:
+        if steps is not None and steps > settings.max_train_steps:
+            errors.append(_err((*loc, "steps"), f"exceeds this studio's limit of {settings.max_train_steps}"))
+
     if isinstance(p, CollectParams):
         total = len(p.tasks) * p.episodes
         if total > settings.max_collect_episodes:
@@ -87,18 +127,48 @@ def check_run(s: Session, settings: Settings, kind: str, p: Params, loc: Loc = (
                                f"{human(free)} free under {art}"))
         if p.dataset_name and s.scalar(select(Dataset.id).where(Dataset.name == p.dataset_name)):
             errors.append(_err((*loc, "dataset_name"), f"a dataset named {p.dataset_name!r} exists"))
+        if p.policy:
+            folder = ref(p.policy, "policy", (*loc, "policy"))
+            view = _policy_view(folder) if folder is not None else None
+            if view is not None and view != (p.camera, p.image_size):
+                errors.append(_err((*loc, "policy"), f"{p.policy} sees camera {view[0]} at {view[1]} px; set camera "
+                                   f"{view[0]} and image_size {view[1]}"))
     elif isinstance(p, TrainParams):
         dataset_exists(p.dataset_id, (*loc, "dataset_id"))
-        if p.steps is not None and p.steps > settings.max_train_steps:
-            errors.append(_err((*loc, "steps"), f"exceeds this studio's limit of {settings.max_train_steps}"))
+        steps_limit(p.steps)
+        if isinstance(p, TrainWMParams):
+            for i, ds in enumerate(p.extra_dataset_ids):
+                dataset_exists(ds, (*loc, "extra_dataset_ids", i))
+            if p.init_world_model:
+                ref(p.init_world_model, "world_model", (*loc, "init_world_model"))
+    elif isinstance(p, TrainRewardParams):
+        ref(p.world_model, "world_model", (*loc, "world_model"))
+        for i, ds in enumerate(p.dataset_ids):
+            dataset_exists(ds, (*loc, "dataset_ids", i))
+        steps_limit(p.steps)
     elif isinstance(p, RFTParams):
         ref(p.policy, "policy", (*loc, "policy"))
         if p.world_model:
             ref(p.world_model, "world_model", (*loc, "world_model"))
+        if p.reward_model:
+            ref(p.reward_model, "reward_model", (*loc, "reward_model"))
         if p.dataset_id is not None:
             dataset_exists(p.dataset_id, (*loc, "dataset_id"))
-        if p.steps is not None and p.steps > settings.max_train_steps:
-            errors.append(_err((*loc, "steps"), f"exceeds this studio's limit of {settings.max_train_steps}"))
+        steps_limit(p.steps)
+    elif isinstance(p, WMEvalParams):
+        for i, r in enumerate(p.policies):
+            ref(r, "policy", (*loc, "policies", i))
+        ref(p.world_model, "world_model", (*loc, "world_model"))
+        rm = ref(p.reward_model, "reward_model", (*loc, "reward_model"))
+        known = _reward_tasks(rm) if rm is not None else None
+        unknown = [t for t in p.tasks if known is not None and t not in known]
+        if unknown:
+            errors.append(_err((*loc, "tasks"), f"the reward model knows {', '.join(known)}; not {', '.join(unknown)}"))
+        total = len(p.policies) * len(p.tasks) * len(p.perturbations) * p.episodes * (2 if p.real else 1)
+        if total > settings.max_eval_episodes:
+            where = "imagined and real" if p.real else "imagined"
+            errors.append(_err((*loc, "episodes"), f"{total} episodes in all ({where}) exceeds this studio's limit "
+                               f"of {settings.max_eval_episodes}"))
     elif isinstance(p, EvaluateParams):
         folders = [ref(r, "policy", (*loc, "policies", i)) for i, r in enumerate(p.policies)]
         for i, ds in enumerate(p.exclude_dataset_ids):

@@ -24,7 +24,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from backend.db import UTCDateTime, utcnow
 
-KINDS = ("collect", "train_wm", "train_policy", "rft", "evaluate", "pipeline", "imagine")
+# Stored as strings (runs.kind is a VARCHAR(32)), so a new kind needs no migration.
+KINDS = ("collect", "train_wm", "train_policy", "train_reward", "rft", "evaluate", "wm_eval", "pipeline", "imagine")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
 ARTIFACT_KINDS = ("checkpoint", "video", "table", "plot")

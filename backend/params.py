@@ -22,7 +22,9 @@ from sim.tasks import TASK_PRESETS, resolve_tasks
 CAMERAS = ("workspace", "corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 IMAGE_SIZES = (64, 128, 224)
 STAGE_PRESETS = ("smoke", "cpu-quick", "gpu")
-PIPELINE_PRESETS = ("smoke", "cpu-quick", "cpu-quick-rl", "mt10-gpu")
+# train_wm also has "align": fine-tune the dynamics of `init_world_model` (no autoencoder training)
+WM_PRESETS = (*STAGE_PRESETS, "align")
+PIPELINE_PRESETS = ("smoke", "cpu-quick", "cpu-quick-rl", "cpu-quick-wm", "mt10-gpu")
 MAX_EPISODE_STEPS = 1000
 
 # A model reference: the scripted expert, a run (its latest checkpoint) or one checkpoint artifact.
@@ -60,6 +62,12 @@ def check_model_ref(v: str) -> str:
     return v
 
 
+def _distinct(v: list, what: str) -> list:
+    if len(set(v)) != len(v):
+        raise ValueError(f"the {what} must differ from each other")
+    return v
+
+
 class CollectParams(Params):
     tasks: str | list[str] = Field(
         description=f"Task names (comma-separated or a list) or a preset: {', '.join(TASK_PRESETS)}.",
@@ -74,6 +82,14 @@ class CollectParams(Params):
     max_steps: int = Field(200, ge=1, le=MAX_EPISODE_STEPS)
     keep_failures: bool = False
     dataset_name: str | None = Field(None, pattern=NAME_PATTERN, description="Name of the dataset it creates.")
+    policy: str | None = Field(
+        None, description="A policy checkpoint (run:<id> or artifact:<id>) acts instead of the scripted expert, "
+        "re-planning every chunk; every episode is kept, failures too (for alignment and reward models).",
+        examples=["run:3"])
+    noise_std: float = Field(0.0, ge=0.0, le=2.0, description="With `policy`: exploration noise per action "
+                             "dimension in the policy's normalised units (RL's gauss noise).")
+    after_success: int = Field(0, ge=0, le=100, description="Keep acting this many steps past the first success "
+                               "(frames of success for the reward model).")
 
     @field_validator("tasks")
     @classmethod
@@ -88,11 +104,76 @@ class CollectParams(Params):
             raise ValueError("give one perturbation (collect one condition per dataset)")
         return names[0]
 
+    @field_validator("policy")
+    @classmethod
+    def check_policy(cls, v):
+        return None if v is None else check_model_ref(v)
+
+    @field_validator("noise_std")
+    @classmethod
+    def _noise_needs_policy(cls, v: float, info: ValidationInfo) -> float:
+        if v and "policy" in info.data and info.data["policy"] is None:
+            raise ValueError("applies only with a policy (use action_noise for the scripted expert)")
+        return v
+
 
 class TrainParams(Params):
     dataset_id: DatasetId
     preset: Literal[STAGE_PRESETS] = "cpu-quick"  # type: ignore[valid-type]
     steps: Steps | None = Field(None, description="Override the preset's number of training steps.")
+
+
+class TrainWMParams(TrainParams):
+    """The world model, from scratch or fine-tuned from `init_world_model` (preset align: policy alignment on
+    added policy rollouts)."""
+
+    preset: Literal[WM_PRESETS] = Field(  # type: ignore[valid-type]
+        "cpu-quick", description="smoke | cpu-quick | gpu, or align (fine-tune the dynamics of init_world_model).")
+    init_world_model: str | None = Field(
+        None, description="World model to fine-tune (run:<id> or artifact:<id>); required with preset align.",
+        examples=["run:2"])
+    extra_dataset_ids: list[DatasetId] = Field(
+        default_factory=list, max_length=10, description="More datasets to train on with dataset_id (same camera "
+        "and image size), e.g. a policy's own rollouts.")
+
+    @field_validator("init_world_model")
+    @classmethod
+    def check_init(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            if info.data.get("preset") == "align":
+                raise ValueError("required with preset align (the world model whose dynamics it fine-tunes)")
+            return None
+        return check_model_ref(v)
+
+    @field_validator("extra_dataset_ids")
+    @classmethod
+    def check_extra(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        if info.data.get("dataset_id") in v:
+            raise ValueError(f"dataset {info.data['dataset_id']} is already dataset_id")
+        return _distinct(v, "datasets")
+
+
+class TrainRewardParams(Params):
+    """The success reward model of world-model RL: a classifier on the latents of `world_model`."""
+
+    world_model: str = Field(description="The world model whose latents it reads (run:<id> or artifact:<id>).",
+                             examples=["run:2"])
+    dataset_ids: list[DatasetId] = Field(
+        min_length=1, max_length=10, description="Episode datasets with per-step success: expert and policy "
+        "episodes, failures included, ideally collected with after_success.", examples=[[1, 4]])
+    preset: Literal[STAGE_PRESETS] = "cpu-quick"  # type: ignore[valid-type]
+    steps: Steps | None = Field(None, description="Optimiser steps (default: the preset's).")
+    imagined: bool = Field(True, description="Also train on the world model's imagination of the same episodes.")
+
+    @field_validator("world_model")
+    @classmethod
+    def check_world_model(cls, v):
+        return check_model_ref(v)
+
+    @field_validator("dataset_ids")
+    @classmethod
+    def check_datasets(cls, v):
+        return _distinct(v, "datasets")
 
 
 class Options(BaseModel):
@@ -209,8 +290,11 @@ class RFTParams(Params):
     reward: Literal[REWARDS] = Field(  # type: ignore[valid-type]
         "verified", description="verified (paper, one chunk) | success (closed loop, 0/1) | action_l1 (baseline).")
     world_model: str | None = Field(
-        None, description="Frozen world model (run:<id> or artifact:<id>); needed for the world-model reward.",
-        examples=["run:2"])
+        None, description="Frozen world model (run:<id> or artifact:<id>); needed for the world-model reward and "
+        "for the success reward in world wm.", examples=["run:2"])
+    reward_model: str | None = Field(
+        None, description="Success reward model of world_model (a train_reward run); only with world wm and "
+        "reward success, where it is required.", examples=["run:5"])
     dataset_id: DatasetId | None = Field(
         None, description="Start states of the one-chunk rewards (the success reward draws its own).")
     preset: Literal[STAGE_PRESETS] = "cpu-quick"  # type: ignore[valid-type]
@@ -227,7 +311,22 @@ class RFTParams(Params):
 
     @field_validator("world_model")
     @classmethod
-    def check_world_model(cls, v):
+    def check_world_model(cls, v, info: ValidationInfo):
+        if info.data.get("reward") == "success":
+            if info.data.get("world") == "wm" and v is None:
+                raise ValueError("required with world wm and the success reward (the world the episodes run in)")
+            if info.data.get("world") == "sim" and v is not None:
+                raise ValueError("does not apply to the success reward in sim (leave it out, or set world to wm)")
+        return None if v is None else check_model_ref(v)
+
+    @field_validator("reward_model")
+    @classmethod
+    def check_reward_model(cls, v, info: ValidationInfo):
+        world, reward = info.data.get("world"), info.data.get("reward")
+        if reward == "success" and world == "wm" and v is None:
+            raise ValueError("required with world wm and the success reward (it decides success in imagination)")
+        if v is not None and reward is not None and world is not None and (reward, world) != ("success", "wm"):
+            raise ValueError(f"applies only to world wm with reward success, not world {world} with reward {reward}")
         return None if v is None else check_model_ref(v)
 
     @field_validator("options")
@@ -242,10 +341,7 @@ class RFTParams(Params):
 
     @model_validator(mode="after")
     def _consistent(self) -> RFTParams:
-        if self.reward == "success":
-            if self.world != "sim":
-                raise PydanticCustomError("world", "world: the success reward runs closed-loop episodes in sim; "
-                                          "the world model has no success reward model yet")
+        if self.reward == "success":  # world_model / reward_model are checked field by field
             return self
         if self.dataset_id is None:
             raise PydanticCustomError("missing", f"dataset_id: required with the {self.reward} reward")
@@ -352,6 +448,45 @@ class CompareParams(Params):
         )
 
 
+class WMEvalParams(Params):
+    """Evaluation in imagination: each policy closed loop inside the world model, success from the reward model,
+    from the held-out evaluation starts; with `real`, the same starts in the simulator too."""
+
+    policies: list[str] = Field(min_length=1, max_length=8, description="Policy checkpoints (run:<id> or "
+                                "artifact:<id>); three or more with `real` also give imagined-vs-real correlations.",
+                                examples=[["run:3", "run:6"]])
+    world_model: str = Field(description="World model (run:<id> or artifact:<id>).", examples=["run:2"])
+    reward_model: str = Field(description="Its success reward model (a train_reward run).", examples=["run:5"])
+    tasks: str | list[str] = Field("cpu-quick", examples=["reach-v3", "cpu-quick"])
+    perturbations: str | list[str] = Field("none", description="'all' (the suite) or none / FAMILY:LEVEL items.")
+    episodes: int = Field(20, ge=1, le=1000, description="Episodes per task and perturbation.")
+    seed: Seed = 0
+    max_steps: int = Field(200, ge=1, le=MAX_EPISODE_STEPS)
+    real: bool = Field(True, description="Also run the same starts in the simulator (imagined vs real).")
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: list[str]) -> list[str]:
+        for ref in v:
+            check_model_ref(ref)
+        return _distinct(v, "policies")
+
+    @field_validator("world_model", "reward_model")
+    @classmethod
+    def check_refs(cls, v):
+        return check_model_ref(v)
+
+    @field_validator("tasks")
+    @classmethod
+    def check_tasks(cls, v):
+        return _tasks(v)
+
+    @field_validator("perturbations")
+    @classmethod
+    def check_perturbations(cls, v):
+        return _perturbations(v)
+
+
 class PipelineParams(Params):
     preset: Literal[PIPELINE_PRESETS] = "smoke"  # type: ignore[valid-type]
 
@@ -430,10 +565,12 @@ class ImagineParams(Params):
 
 PARAMS: dict[str, type[Params]] = {
     "collect": CollectParams,
-    "train_wm": TrainParams,
+    "train_wm": TrainWMParams,
     "train_policy": TrainParams,
+    "train_reward": TrainRewardParams,
     "rft": RFTParams,
     "evaluate": EvaluateParams,
+    "wm_eval": WMEvalParams,
     "pipeline": PipelineParams,
     "imagine": ImagineParams,
 }
@@ -442,6 +579,7 @@ PARAMS: dict[str, type[Params]] = {
 QUEUE_OF = {
     "collect": "sim", "evaluate": "sim",
     "train_wm": "train", "train_policy": "train", "rft": "train", "pipeline": "train", "imagine": "train",
+    "train_reward": "train", "wm_eval": "train",
 }
 
 

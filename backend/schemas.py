@@ -14,11 +14,15 @@ from backend.params import (
     PipelineParams,
     RFTParams,
     TrainParams,
+    TrainRewardParams,
+    TrainWMParams,
+    WMEvalParams,
 )
 
 T = TypeVar("T")
 
-Kind = Literal["collect", "train_wm", "train_policy", "rft", "evaluate", "pipeline", "imagine"]
+Kind = Literal["collect", "train_wm", "train_policy", "train_reward", "rft", "evaluate", "wm_eval", "pipeline",
+               "imagine"]
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -160,12 +164,17 @@ class CollectRun(RunCreateBase):
 
 class TrainWMRun(RunCreateBase):
     kind: Literal["train_wm"]
-    params: TrainParams
+    params: TrainWMParams
 
 
 class TrainPolicyRun(RunCreateBase):
     kind: Literal["train_policy"]
     params: TrainParams
+
+
+class TrainRewardRun(RunCreateBase):
+    kind: Literal["train_reward"]
+    params: TrainRewardParams
 
 
 class RFTRun(RunCreateBase):
@@ -178,6 +187,11 @@ class EvaluateRun(RunCreateBase):
     params: EvaluateParams
 
 
+class WMEvalRun(RunCreateBase):
+    kind: Literal["wm_eval"]
+    params: WMEvalParams
+
+
 class PipelineRun(RunCreateBase):
     kind: Literal["pipeline"]
     params: PipelineParams
@@ -188,7 +202,8 @@ class ImagineRun(RunCreateBase):
     params: ImagineParams
 
 
-RUN_CREATE_TYPES = (CollectRun, TrainWMRun, TrainPolicyRun, RFTRun, EvaluateRun, PipelineRun, ImagineRun)
+RUN_CREATE_TYPES = (CollectRun, TrainWMRun, TrainPolicyRun, TrainRewardRun, RFTRun, EvaluateRun, WMEvalRun,
+                    PipelineRun, ImagineRun)
 
 
 # Catalog (what the UI picks from) ------------------------------------------------------------
@@ -218,7 +233,7 @@ class CheckpointOut(BaseModel):
     ref: str = Field(description="artifact:<id>, usable wherever a policy or world model is asked for.")
     artifact_id: int
     name: str
-    kind: str = Field(description="policy or world_model (from the checkpoint's config.json).")
+    kind: str = Field(description="policy, world_model or reward_model (from the checkpoint's config.json).")
     run_id: int
     run_kind: str
     run_name: str | None

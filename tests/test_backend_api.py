@@ -82,7 +82,16 @@ def _insert_run(stack, status: str = "succeeded", kind: str = "collect") -> int:
     (b'{"kind": "rft", "params": {"policy": "run:1", "world": "sim", "reward": "success", '
      b'"options": {"noise": "wide", "batch_size": 0}}}', 422, "options.noise"),
     (b'{"kind": "rft", "params": {"policy": "run:1", "world": "wm", "reward": "success"}}', 422,
-     "world: the success reward runs closed-loop episodes in sim"),
+     "params.world_model: required with world wm and the success reward"),
+    (b'{"kind": "rft", "params": {"policy": "run:1", "world": "sim", "reward": "success", "reward_model": "run:1"}}',
+     422, "params.reward_model: applies only to world wm with reward success"),
+    (b'{"kind": "train_reward", "params": {"world_model": "run:1", "dataset_ids": []}}', 422, "params.dataset_ids"),
+    (b'{"kind": "wm_eval", "params": {"policies": ["run:1"], "world_model": "run:2"}}', 422,
+     "params.reward_model: Field required"),
+    (b'{"kind": "train_wm", "params": {"dataset_id": 1, "preset": "align"}}', 422,
+     "params.init_world_model: required with preset align"),
+    (b'{"kind": "collect", "params": {"tasks": "reach-v3", "episodes": 1, "noise_std": 0.5}}', 422,
+     "params.noise_std: applies only with a policy"),
     (b'{"kind": "pipeline", "params": {"preset": "gpu"}}', 422, "params.preset"),
     (b'{"kind": "collect", "params": {"tasks": "reach-v3", "episodes": 1}, "parent_id": 424242}', 422,
      "parent_id: no run 424242"),
@@ -130,6 +139,102 @@ def test_compare_and_imagine_validate_their_bodies(api):
     assert r.status_code == 422 and "world_model: no run 31337" in _message(r)
     r = api.post("/api/v1/imagine", json={"world_model": "run:1", "task": "reach-v3", "horizon": -1})
     assert r.status_code == 422 and "horizon" in _message(r)
+
+
+def _checkpoint_run(stack, kinds: dict[str, dict]) -> tuple[int, dict[str, str]]:
+    """A finished run with checkpoint folders (name → config.json); returns its id and name → artifact:<id>."""
+    import json
+
+    cfg = stack.settings()
+    run_id = _insert_run(stack, kind="pipeline")
+    folder = store.run_folder(cfg.artifacts, run_id)
+    refs = {}
+    for name, config in kinds.items():
+        (folder / name).mkdir(parents=True)
+        (folder / name / "config.json").write_text(json.dumps({"format": "vlarft-checkpoint/1", **config}))
+        art = store.register_artifact(cfg.db_url, cfg.artifacts, run_id, "checkpoint", folder / name)
+        refs[name] = f"artifact:{art.id}"
+    return run_id, refs
+
+
+def test_world_model_rl_runs_check_their_references(stack, api, tmp_path):
+    """train_reward, RL in the world model, wm_eval, policy rollouts and alignment: a reference to the wrong kind
+    of checkpoint, a missing dataset or an oversized request is a 422 naming the field; good ones are queued."""
+    view = {"kind": "policy", "policy": {"camera": "workspace", "image_size": 64}}
+    run_id, ref = _checkpoint_run(stack, {
+        "policy": view, "policy2": view, "policy3": view,
+        "wm": {"kind": "world_model"},
+        "rm": {"kind": "reward_model", "config": {"tasks": ["reach-v3", "push-v3"]}}})
+    ds = _upload(api, write_episode_file(tmp_path / "eps.h5"), "wm-rl-eps").json()["id"]
+
+    def post(kind: str, params: dict):
+        return api.post("/api/v1/runs", json={"kind": kind, "params": params})
+
+    bad = [
+        ("train_reward", {"world_model": ref["policy"], "dataset_ids": [ds]},
+         f"params.world_model: {ref['policy'].replace(':', ' ')} is a policy checkpoint, not a world_model"),
+        ("train_reward", {"world_model": ref["wm"], "dataset_ids": [ds, 999_999]}, "params.dataset_ids.1: no dataset"),
+        ("train_reward", {"world_model": ref["wm"], "dataset_ids": [ds], "steps": 10**7 + 1}, "params.steps"),
+        ("rft", {"policy": ref["policy"], "world": "wm", "reward": "success", "world_model": ref["wm"],
+                 "reward_model": ref["policy"]}, "params.reward_model: artifact"),
+        ("rft", {"policy": ref["policy"], "world": "wm", "reward": "success", "world_model": ref["rm"],
+                 "reward_model": ref["rm"]}, "is a reward_model checkpoint, not a world_model"),
+        ("rft", {"policy": ref["policy"], "world": "wm", "reward": "success", "world_model": ref["wm"],
+                 "reward_model": f"run:{run_id + 1000}"}, f"params.reward_model: no run {run_id + 1000}"),
+        ("wm_eval", {"policies": [ref["policy"], ref["wm"]], "world_model": ref["wm"], "reward_model": ref["rm"],
+                     "tasks": "reach-v3"}, "params.policies.1: "),
+        ("wm_eval", {"policies": [ref["policy"]], "world_model": ref["wm"], "reward_model": ref["wm"],
+                     "tasks": "reach-v3"}, "params.reward_model: "),
+        ("wm_eval", {"policies": [ref["policy"]], "world_model": ref["wm"], "reward_model": ref["rm"],
+                     "tasks": "reach-v3,drawer-open-v3"}, "params.tasks: the reward model knows reach-v3, push-v3; "
+                                                          "not drawer-open-v3"),
+        ("wm_eval", {"policies": [ref["policy"], ref["policy2"], ref["policy3"]], "world_model": ref["wm"],
+                     "reward_model": ref["rm"], "tasks": "reach-v3,push-v3", "perturbations": "all", "episodes": 1000},
+         "params.episodes: 108000 episodes in all (imagined and real) exceeds this studio's limit of 100000"),
+        ("collect", {"tasks": "reach-v3", "episodes": 1, "policy": ref["wm"]}, "params.policy: "),
+        ("collect", {"tasks": "reach-v3", "episodes": 1, "policy": ref["policy"], "camera": "corner"},
+         "params.policy: artifact"),
+        ("train_wm", {"dataset_id": ds, "preset": "align", "init_world_model": ref["policy"]},
+         "params.init_world_model: "),
+        ("train_wm", {"dataset_id": ds, "extra_dataset_ids": [999_999]}, "params.extra_dataset_ids.0: no dataset"),
+    ]
+    before = _rows(stack, Run)
+    for kind, params, needle in bad:
+        r = post(kind, params)
+        assert r.status_code == 422, (kind, params, r.text)
+        assert needle in _message(r), (needle, _message(r))
+    assert _rows(stack, Run) == before
+    assert "sees camera workspace at 64 px" in _message(post("collect", {"tasks": "reach-v3", "episodes": 1,
+                                                                           "policy": ref["policy"], "image_size": 128}))
+
+    good = [
+        ("train_reward", {"world_model": ref["wm"], "dataset_ids": [ds], "preset": "smoke"}, "train"),
+        ("rft", {"policy": ref["policy"], "world": "wm", "reward": "success", "world_model": ref["wm"],
+                 "reward_model": ref["rm"], "preset": "smoke", "options": {"tasks": "reach-v3"}}, "train"),
+        ("wm_eval", {"policies": [ref["policy"]], "world_model": ref["wm"], "reward_model": ref["rm"],
+                     "tasks": "reach-v3", "episodes": 2, "real": False}, "train"),
+        ("collect", {"tasks": "reach-v3", "episodes": 1, "policy": ref["policy"], "noise_std": 0.1,
+                     "after_success": 4}, "sim"),
+        ("train_wm", {"dataset_id": ds, "preset": "align", "init_world_model": ref["wm"]}, "train"),
+    ]
+    for kind, params, queue in good:
+        r = post(kind, params)
+        assert r.status_code == 201, (kind, r.text)
+        run = r.json()
+        assert run["kind"] == kind and run["queue"] == queue and run["status"] == "queued"
+        assert run["parent_id"] is None  # artifact refs name no run; run:<id> refs make it the parent
+        if kind == "train_reward":  # a queued run that lists the dataset blocks its deletion
+            r = api.delete(f"/api/v1/datasets/{ds}")
+            assert r.status_code == 409 and f"run {run['id']}" in _message(r)
+        assert api.post(f"/api/v1/runs/{run['id']}/cancel").json()["status"] == "cancelled"
+    r = post("wm_eval", {"policies": [f"run:{run_id}"], "world_model": ref["wm"], "reward_model": f"run:{run_id}",
+                         "tasks": "push-v3", "episodes": 1})
+    assert r.status_code == 201 and r.json()["parent_id"] == run_id, r.text
+    api.post(f"/api/v1/runs/{r.json()['id']}/cancel")
+    listed = {c["ref"]: c["kind"] for c in api.get("/api/v1/checkpoints", params={"kind": "reward_model"}).json()}
+    assert listed[ref["rm"]] == "reward_model" and set(listed.values()) == {"reward_model"}
+    assert {"train_reward", "wm_eval"} <= set(api.get("/api/v1/version").json()["kinds"])
+    assert api.delete(f"/api/v1/datasets/{ds}").status_code == 204
 
 
 def test_broker_down_is_503_and_leaves_no_run(stack):

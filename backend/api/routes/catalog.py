@@ -52,11 +52,12 @@ def list_perturbations() -> PerturbationsOut:
 def list_checkpoints(
     s: Session = Depends(session),
     cfg: Settings = Depends(settings),
-    kind: Literal["policy", "world_model"] | None = Query(None, description="Only this kind of checkpoint."),
+    kind: Literal["policy", "world_model", "reward_model"] | None = Query(
+        None, description="Only this kind of checkpoint."),
     limit: int = Query(200, ge=1, le=1000),
 ) -> list[CheckpointOut]:
     """Checkpoint artifacts of every run, newest first, with the kind their config.json names; pass
-    `ref` (artifact:<id>) wherever a policy or world model is asked for."""
+    `ref` (artifact:<id>) wherever a policy, world model or reward model is asked for."""
     q = (select(Artifact, Run).join(Run, Run.id == Artifact.run_id).where(Artifact.kind == "checkpoint")
          .order_by(Artifact.updated_at.desc(), Artifact.id.desc()))
     out = []

@@ -75,7 +75,9 @@ def delete_dataset(dataset_id: DatasetPath, s: Session = Depends(session),
     ds = get_dataset(s, dataset_id)
     for run in s.scalars(select(Run).where(Run.status.in_(("queued", "running")))):
         p = run.params or {}
-        if p.get("dataset_id") == dataset_id or dataset_id in (p.get("exclude_dataset_ids") or []):
+        listed = [*(p.get("exclude_dataset_ids") or []), *(p.get("dataset_ids") or []),
+                  *(p.get("extra_dataset_ids") or [])]
+        if p.get("dataset_id") == dataset_id or dataset_id in listed:
             raise HTTPException(status.HTTP_409_CONFLICT, f"run {run.id} ({run.status}) uses dataset {dataset_id}")
     path = resolve_stored(cfg.artifacts, ds.path)
     s.delete(ds)

@@ -23,7 +23,17 @@ from backend.core.config import Settings
 from backend.files import folder_files, inside, resolve_stored, safe_relative
 from backend.limits import check_parent, check_run
 from backend.models import Artifact, Evaluation, Run, RunLog
-from backend.params import CompareParams, EvaluateParams, ImagineParams, Params, RFTParams
+from backend.params import (
+    CollectParams,
+    CompareParams,
+    EvaluateParams,
+    ImagineParams,
+    Params,
+    RFTParams,
+    TrainRewardParams,
+    TrainWMParams,
+    WMEvalParams,
+)
 from backend.schemas import (
     ArtifactOut,
     CollectRun,
@@ -41,7 +51,9 @@ from backend.schemas import (
     RunOut,
     Status,
     TrainPolicyRun,
+    TrainRewardRun,
     TrainWMRun,
+    WMEvalRun,
 )
 from backend.store import count, metrics_after_id, metrics_since
 from backend.store import submit as store_submit
@@ -51,7 +63,8 @@ MAX_ID = 2**31 - 1
 RunPath = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Run id.")]
 
 RunCreate = Annotated[
-    CollectRun | TrainWMRun | TrainPolicyRun | RFTRun | EvaluateRun | PipelineRun | ImagineRun,
+    CollectRun | TrainWMRun | TrainPolicyRun | TrainRewardRun | RFTRun | EvaluateRun | WMEvalRun | PipelineRun
+    | ImagineRun,
     Body(
         discriminator="kind",
         openapi_examples={
@@ -64,6 +77,16 @@ RunCreate = Annotated[
             "rft": {"summary": "GRPO fine-tuning in the world model", "value": {
                 "kind": "rft", "params": {"policy": "run:3", "world_model": "run:2", "dataset_id": 1,
                                           "steps": 50}}},
+            "train_reward": {"summary": "the success reward model of a world model", "value": {
+                "kind": "train_reward", "params": {"world_model": "run:2", "dataset_ids": [1, 4],
+                                                   "preset": "cpu-quick"}}},
+            "rl_in_world_model": {"summary": "closed-loop RL inside the world model, learned success reward",
+                                  "value": {"kind": "rft", "params": {
+                                      "policy": "run:3", "world": "wm", "reward": "success", "world_model": "run:2",
+                                      "reward_model": "run:5", "preset": "cpu-quick"}}},
+            "wm_eval": {"summary": "success in imagination next to the simulator", "value": {
+                "kind": "wm_eval", "params": {"policies": ["run:3", "run:6"], "world_model": "run:2",
+                                              "reward_model": "run:5", "tasks": "cpu-quick", "episodes": 10}}},
             "evaluate": {"summary": "success rate in the simulator", "value": {
                 "kind": "evaluate", "params": {"policies": ["expert"], "tasks": "reach-v3",
                                                "perturbations": "all", "episodes": 5}}},
@@ -75,8 +98,10 @@ RunCreate = Annotated[
 
 
 def _default_parent(p: Params) -> int | None:
-    refs = p.policies if isinstance(p, EvaluateParams) else (
-        [p.policy] if isinstance(p, RFTParams) else
+    refs = p.policies if isinstance(p, EvaluateParams | WMEvalParams) else (
+        [p.policy] if isinstance(p, RFTParams | CollectParams) else
+        [p.world_model] if isinstance(p, TrainRewardParams) else
+        [p.init_world_model] if isinstance(p, TrainWMParams) else
         [p.world_model, p.policy, *p.policies.values()] if isinstance(p, ImagineParams) else [])
     for ref in refs:
         if ref and ref.startswith("run:"):
