@@ -22,6 +22,9 @@ from backend.params import (
     PipelineParams,
     RFTParams,
     TrainParams,
+    TrainRewardParams,
+    TrainWMParams,
+    WMEvalParams,
 )
 from sim.errors import InputError
 from workers.context import RunContext
@@ -55,10 +58,16 @@ def run_collect(p: CollectParams, ctx: RunContext) -> dict:
         if done is not None:
             return {"dataset_id": done.id, "dataset_name": done.name, "episodes": done.episodes}
     out = ctx.settings.artifacts / "datasets" / f"collect-run{ctx.run_id}.h5"
+    spec = None
+    if p.policy:  # the policy acts instead of the expert (every episode kept)
+        spec = policy_spec(p.policy, ctx, noise_std=p.noise_std, kind="collect")
+        if (spec.camera, spec.image_size) != (p.camera, p.image_size):
+            raise InputError(f"{p.policy} sees camera {spec.camera} at {spec.image_size} px; set camera "
+                             f"{spec.camera} and image_size {spec.image_size}")
     cfg = CollectConfig(
         tasks=tuple(p.tasks), episodes=p.episodes, perturbation=p.perturbation, action_noise=p.action_noise,
         seed=p.seed, camera=p.camera, image_size=p.image_size, max_steps=p.max_steps,
-        keep_failures=p.keep_failures, workers=0,
+        keep_failures=p.keep_failures, workers=0, policy=spec, after_success=p.after_success,
     )
     report = collect(cfg, str(out), progress=ctx.sim_progress)
     summary = report.summary.to_json()
@@ -71,14 +80,14 @@ def run_collect(p: CollectParams, ctx: RunContext) -> dict:
             "shortfall": report.shortfall}
 
 
-def policy_spec(ref: str, ctx: RunContext):
+def policy_spec(ref: str, ctx: RunContext, noise_std: float = 0.0, kind: str = "evaluate"):
     from sim.evaluate import EXPERT
 
     folder = ctx.checkpoint(ref, "policy")
     if folder is None:
         return EXPERT
-    eval_spec = stage("evaluate", "models.policy_io", "eval_spec")
-    return eval_spec(str(folder))
+    eval_spec = stage(kind, "models.policy_io", "eval_spec")
+    return eval_spec(str(folder), noise_std=noise_std)
 
 
 def _perturbation_parts(name: str) -> tuple[str, str | None]:
@@ -162,10 +171,16 @@ def run_evaluate(p: EvaluateParams, ctx: RunContext) -> dict:
 
 # Model jobs (queue `train`) ------------------------------------------------------------------------
 
-def run_train_wm(p: TrainParams, ctx: RunContext) -> dict:
+def _datasets(ctx: RunContext, ids: list[int]) -> str:
+    """Episode files as the stages take several: comma-separated paths."""
+    return ",".join(ctx.dataset_path(i) for i in ids)
+
+
+def run_train_wm(p: TrainWMParams, ctx: RunContext) -> dict:
     fn = stage("train_wm", "models.world_model.train", "train_world_model")
-    return fn(dataset=ctx.dataset_path(p.dataset_id), out=str(ctx.out), preset=p.preset, steps=p.steps,
-              resume=ctx.resume, hooks=ctx.hooks)
+    init = {"init_from": _folder(ctx, p.init_world_model, "world_model")} if p.init_world_model else {}
+    return fn(dataset=_datasets(ctx, [p.dataset_id, *p.extra_dataset_ids]), out=str(ctx.out), preset=p.preset,
+              steps=p.steps, resume=ctx.resume, hooks=ctx.hooks, **init)
 
 
 def run_train_policy(p: TrainParams, ctx: RunContext) -> dict:
@@ -181,12 +196,69 @@ def _folder(ctx: RunContext, ref: str, want: str) -> str:
     return str(folder)
 
 
+def run_train_reward(p: TrainRewardParams, ctx: RunContext) -> dict:
+    """The success classifier on the world model's latents; its checkpoint is the run's folder."""
+    fn = stage("train_reward", "models.reward_model", "train_reward_model")
+    return fn(wm_path=_folder(ctx, p.world_model, "world_model"), dataset=_datasets(ctx, p.dataset_ids),
+              out=str(ctx.out), preset=p.preset, hooks=ctx.hooks, steps=p.steps, imagined=p.imagined)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or x != x else f"{100 * x:.1f} %"
+
+
+def run_wm_eval(p: WMEvalParams, ctx: RunContext) -> dict:
+    """Each policy closed loop inside the world model (and, with `real`, in the simulator) on the held-out
+    starts; report.json / report.md tables; imagined-vs-real correlations with three or more policies."""
+    from models.hooks import Hooks
+
+    evaluate = stage("wm_eval", "models.wm_eval", "evaluate_in_imagination")
+    correlations = stage("wm_eval", "models.wm_eval", "correlations")
+    wm = _folder(ctx, p.world_model, "world_model")
+    rm = _folder(ctx, p.reward_model, "reward_model")
+    folders = [(ref, _folder(ctx, ref, "policy")) for ref in p.policies]
+    n = len(folders)
+    reports = []
+    for k, (ref, folder) in enumerate(folders):
+        if ctx.should_stop():
+            break
+        hooks = Hooks(progress=lambda f, m, k=k: ctx.progress((k + f) / n, f"policy {k + 1}/{n} {m}"),
+                      should_stop=ctx.should_stop)
+        rep = evaluate(folder, wm, rm, tasks=",".join(p.tasks), perturbations=",".join(p.perturbations),
+                       episodes=p.episodes, seed=p.seed, max_steps=p.max_steps, real=p.real, hooks=hooks)
+        reports.append({"ref": ref, **rep})
+        ctx.progress((k + 1) / n, f"{ref}: imagined {_pct(rep['imagined']['success'])}"
+                     + (f", real {_pct(rep['real']['success'])}" if "real" in rep else ""))
+    result: dict = {"policies": reports, "world_model": p.world_model, "reward_model": p.reward_model,
+                    "seed": p.seed, "seed_stream": "eval", "episodes": p.episodes, "real": p.real}
+    if p.real and len(reports) >= 3:
+        result["correlations"] = correlations([{k: v for k, v in r.items() if k != "ref"} for r in reports])
+    (ctx.out / "report.json").write_text(json.dumps(result, indent=1, default=float))
+    ctx.artifact("table", ctx.out / "report.json")
+    lines = ["| policy | imagined success | real success | episode agreement |", "|---|---|---|---|"]
+    for r in reports:
+        lines.append(f"| {r['ref']} | {_pct(r['imagined']['success'])} | {_pct(r.get('real', {}).get('success'))} | "
+                     f"{_pct(r.get('agreement', {}).get('episode_accuracy'))} |")
+    for key, c in result.get("correlations", {}).items():
+        if key == "all":
+            lines += ["", f"Imagined vs real success over {c['policies']} policies: Pearson {c['pearson']:.3f}, "
+                      f"Spearman {c['spearman']:.3f}, mean |gap| {c['mean_abs_gap']:.3f}."]
+    (ctx.out / "report.md").write_text("\n".join(lines) + "\n")
+    ctx.artifact("table", ctx.out / "report.md")
+    return result
+
+
 def run_rft(p: RFTParams, ctx: RunContext) -> dict:
     policy = _folder(ctx, p.policy, "policy")
     if p.reward == "success":
         fn = stage("rft", "models.rl", "train_rl")
+        worlds = {}
+        if p.world == "wm":  # RFTParams requires both here
+            assert p.world_model is not None and p.reward_model is not None
+            worlds = {"wm": _folder(ctx, p.world_model, "world_model"),
+                      "reward_model": _folder(ctx, p.reward_model, "reward_model")}
         return fn(policy=policy, out=str(ctx.out), world=p.world, steps=p.steps, resume=ctx.resume, hooks=ctx.hooks,
-                  preset=p.preset, **p.train_kwargs())
+                  preset=p.preset, **worlds, **p.train_kwargs())
     fn = stage("rft", "models.rft", "train_rft")
     wm = _folder(ctx, p.world_model, "world_model") if p.world_model else None
     assert p.dataset_id is not None  # checked by RFTParams
@@ -220,7 +292,9 @@ JOBS: dict[str, Callable[[Params, RunContext], dict]] = {
     "evaluate": run_evaluate,
     "train_wm": run_train_wm,
     "train_policy": run_train_policy,
+    "train_reward": run_train_reward,
     "rft": run_rft,
+    "wm_eval": run_wm_eval,
     "pipeline": run_pipeline,
     "imagine": run_imagine,
 }
