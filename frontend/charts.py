@@ -26,6 +26,13 @@ def panels(series: Series) -> dict[str, list[str]]:
     rft/ prefixes) since their steps and scales differ, in the order the stages wrote them; panels without
     data are left out."""
     names = list(series)
+    # RL in the world model measures its held-out success twice on the same starts: in the simulator and in
+    # imagination. The two curves share a panel (how far imagination is from the real world).
+    paired: list[str] = []
+    for n in names:
+        if _leaf(n) == "heldout_imagined_success":
+            real = _prefix(n) + "heldout_success"
+            paired += [real, n] if real in series else [n]
     losses: dict[str, list[str]] = {}
     for n in names:
         if "loss" in _leaf(n) and "heldout" not in n:
@@ -36,10 +43,14 @@ def panels(series: Series) -> dict[str, list[str]]:
         "reward (mean ± std)": [n for n in names if _leaf(n) == "reward_mean"],
         "KL": [n for n in names if "kl" in _leaf(n).lower()],
         "σ": [n for n in names if "sigma" in _leaf(n)],
-        "success": [n for n in names if "success" in _leaf(n)],
+        "success": [n for n in names if "success" in _leaf(n) and n not in paired],
+        IMAGINED_PANEL: paired,
         "mixed groups (GRPO signal)": [n for n in names if _leaf(n) == "mixed_fraction"],
     }
     return {k: v for k, v in out.items() if v}
+
+
+IMAGINED_PANEL = "held-out success: real vs imagined"
 
 
 def _clean(steps: list, values: list) -> tuple[list, list]:
@@ -77,8 +88,10 @@ def metrics_figure(series: Series, title: str = "") -> go.Figure:
                                              mode="lines", fillcolor="rgba(26,115,232,0.18)", line={"width": 0},
                                              name=f"{_prefix(name)}± std", hoverinfo="skip", showlegend=True),
                                   row=r, col=c)
+            dash = "dash" if _leaf(name) == "heldout_imagined_success" else None
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 30 else "lines", name=name,
-                                     line={"color": color, "width": 2}, marker={"size": 4}), row=r, col=c)
+                                     line={"color": color, "width": 2, "dash": dash}, marker={"size": 4}),
+                          row=r, col=c)
         fig.update_xaxes(title_text="step", row=r, col=c)
     fig.update_layout(height=300 * rows + 40, template="plotly_white", title={"text": title, "x": 0.01},
                       legend={"orientation": "h", "y": -0.12 if rows == 1 else -0.06},
@@ -95,11 +108,47 @@ def success_rows_from_compare(result: dict) -> dict[str, list[dict]]:
     return out
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of k successes in n episodes."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rows_from_wm_eval(result: dict, labels: dict[str, str] | None = None) -> dict[str, list[dict]]:
+    """A wm_eval run's result → {"imagined": [...], "real": [...]}, one row per policy (over all its cells),
+    in success_figure's shape with the policy as the x value."""
+    out: dict[str, list[dict]] = {}
+    for rep in result.get("policies", []):
+        ref = rep.get("ref") or rep.get("policy", "?")
+        for source in ("imagined", "real"):
+            cells = (rep.get(source) or {}).get("cells")
+            if not cells:
+                continue
+            k = sum(int(c.get("successes", 0)) for c in cells.values())
+            n = sum(int(c.get("episodes", 0)) for c in cells.values())
+            out.setdefault(source, []).append({"x": (labels or {}).get(ref, ref), "successes": k, "episodes": n,
+                                               "success_rate": k / n if n else 0.0, "ci95": list(wilson(k, n))})
+    return out
+
+
+def imagined_vs_real_figure(result: dict, labels: dict[str, str] | None = None) -> go.Figure:
+    return success_figure(rows_from_wm_eval(result, labels), {"imagined": "imagined (world model)",
+                                                              "real": "real (simulator)"},
+                          title="Success in imagination vs in the simulator, same starts (95% Wilson interval)",
+                          x_title="policy")
+
+
 def success_figure(by_policy: dict[str, list[dict]], labels: dict[str, str] | None = None,
-                   title: str = "Success rate in the simulator (95% Wilson interval)") -> go.Figure:
+                   title: str = "Success rate in the simulator (95% Wilson interval)",
+                   x_title: str = "perturbation (family:level)") -> go.Figure:
     fig = go.Figure()
     for k, (policy, rows) in enumerate(by_policy.items()):
-        x = [r["perturbation"] for r in rows]
+        x = [r.get("x", r.get("perturbation")) for r in rows]
         y = [100 * r["success_rate"] for r in rows]
         hi = [100 * (r["ci95"][1] - r["success_rate"]) for r in rows]
         lo = [100 * (r["success_rate"] - r["ci95"][0]) for r in rows]
@@ -109,7 +158,7 @@ def success_figure(by_policy: dict[str, list[dict]], labels: dict[str, str] | No
                              error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo,
                                       "color": "#3c4043", "thickness": 1.2, "width": 4}))
     fig.update_layout(barmode="group", template="plotly_white", height=380, title={"text": title, "x": 0.01},
-                      yaxis={"title": "success %", "range": [0, 112]}, xaxis={"title": "perturbation (family:level)"},
+                      yaxis={"title": "success %", "range": [0, 112]}, xaxis={"title": x_title},
                       legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"},
                       margin={"l": 50, "r": 20, "t": 70, "b": 50})
     return fig

@@ -1,5 +1,7 @@
 """Compare: two policies on the perturbation suite, on the same seeded start states. A success chart with
-95% intervals per perturbation family and level, and side-by-side videos on the same seeds, failures first."""
+95% intervals per perturbation family and level, and side-by-side videos on the same seeds, failures first.
+Next to it, the same policies evaluated in imagination (a world model and its success reward model), with
+the simulator's outcome on the same starts beside it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import gradio as gr
 from backend.client import RunOut, StudioClient
 from frontend import charts, render
 from frontend.api import cached_artifact, client, guard, guard_gen
-from frontend.choices import EXPERT, checkpoint_label, guess_pair
+from frontend.choices import EXPERT, checkpoint_label, checkpoints, guess_pair
 from frontend.loaders import Loader
 
 MAX_VIDEOS = 6
@@ -49,6 +51,35 @@ def results_table(result: dict, names: dict[str, str]) -> str:
     return f'{note}<table class="vr-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def _pct(x) -> str:
+    return "–" if x is None or x != x else f"{100 * x:.0f}%"
+
+
+def _num(x) -> str:
+    return "–" if x is None or x != x else f"{x:.2f}"
+
+
+def imagined_table(result: dict, names: dict[str, str]) -> str:
+    """A wm_eval run's result: per policy, success in imagination and in the simulator, and how often the two
+    agree episode by episode."""
+    rows = []
+    for rep in result.get("policies", []):
+        ref = rep.get("ref") or rep.get("policy", "?")
+        im, real, agree = rep.get("imagined") or {}, rep.get("real") or {}, rep.get("agreement") or {}
+        rows.append(f"<tr><td>{render.escape(names.get(ref, ref))}</td><td><b>{_pct(im.get('success'))}</b></td>"
+                    f"<td>{_pct(real.get('success')) if real else '–'}</td>"
+                    f"<td>{_pct(agree.get('episode_accuracy')) if agree else '–'}</td>"
+                    f"<td>{rep.get('episodes', '?')}</td></tr>")
+    head = ("<tr><th>policy</th><th>imagined success</th><th>real success</th><th>episode agreement</th>"
+            "<th>episodes</th></tr>")
+    corr = (result.get("correlations") or {}).get("all")
+    note = ""
+    if corr:
+        note = (f"<div class='vr-msg'>Imagined vs real over {corr.get('policies', '?')} policies: Pearson "
+                f"{_num(corr.get('pearson'))}, Spearman {_num(corr.get('spearman'))}.</div>")
+    return f'{note}<table class="vr-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
 def build(token: gr.State) -> Loader:
     catalog = gr.State({})
     gr.Markdown("Run two policies on the perturbation suite (object, goal, robot and combined shifts, minor and "
@@ -71,6 +102,19 @@ def build(token: gr.State) -> Loader:
     with gr.Row():
         earlier = gr.Dropdown([], label="…or open an earlier comparison", elem_id="cmp-earlier", scale=3)
         open_btn = gr.Button("Open", size="sm", elem_id="cmp-open", scale=1)
+    with gr.Accordion("Evaluate in imagination (world model + success reward model)", open=False,
+                      elem_id="cmp-imagine"):
+        gr.Markdown("The same policies (checkpoints, not the expert), tasks, perturbations and held-out starts, "
+                    "run closed loop **inside a world model**, success decided by its reward model "
+                    "(a `wm_eval` run); with *also in the simulator* each episode's real outcome sits beside it.")
+        with gr.Row():
+            wm = gr.Dropdown([], label="World model", elem_id="cmp-wm", allow_custom_value=True)
+            rm = gr.Dropdown([], label="Reward model", elem_id="cmp-rm", allow_custom_value=True)
+            real = gr.Checkbox(True, label="Also in the simulator (imagined vs real)", elem_id="cmp-real")
+        wm_go = gr.Button("Evaluate A and B in imagination", elem_id="cmp-wm-go")
+        wm_status = gr.HTML(elem_id="cmp-wm-status")
+        wm_chart = gr.Plot(visible=False, elem_id="cmp-wm-chart", show_label=False)
+        wm_table = gr.HTML(elem_id="cmp-wm-table")
     status = gr.HTML(elem_id="cmp-status")
     chart = gr.Plot(visible=False, elem_id="cmp-chart", show_label=False)
     table = gr.HTML(elem_id="cmp-table")
@@ -103,11 +147,14 @@ def build(token: gr.State) -> Loader:
         base, tuned = guess_pair(cps)
         task_choices = [(f"preset: {k} ({len(v)} tasks)", k) for k, v in cat.presets.items()] + \
             [(t.name, t.name) for t in cat.tasks]
+        wms, rms = checkpoints(c, "world_model"), checkpoints(c, "reward_model")
         return (cat.presets, gr.update(choices=choices, value=base or "expert"),
                 gr.update(choices=choices, value=tuned), gr.update(choices=task_choices, value=["smoke"]),
-                gr.update(choices=pert.suite, value=pert.suite), gr.update(choices=comparisons(c), value=None))
+                gr.update(choices=pert.suite, value=pert.suite), gr.update(choices=comparisons(c), value=None),
+                gr.update(choices=wms, value=wms[0][1] if wms else None),
+                gr.update(choices=rms, value=rms[0][1] if rms else None))
 
-    list_outputs = [catalog, a, b, tasks, perts, earlier]
+    list_outputs = [catalog, a, b, tasks, perts, earlier, wm, rm]
 
     @guard(lambda msg: (*([gr.skip()] * len(list_outputs)), render.notice(msg)))
     def on_refresh(tok: str):
@@ -139,6 +186,52 @@ def build(token: gr.State) -> Loader:
                 + render.progress_bar(run.progress, run.message or "")
                 + f'<div class="vr-msg">{render.escape(run.message or "")}</div>')
 
+    def task_names(tasks_v, presets) -> list[str]:
+        names = list(tasks_v or [])
+        if len(names) > 1:  # a preset inside a list: expand it here, the API takes a preset only on its own
+            names = list(dict.fromkeys(t for n in names for t in presets.get(n, [n])))
+        return names
+
+    wm_outputs = [wm_status, notice, wm_chart, wm_table]
+
+    def wm_fail(msg: str):
+        return (gr.skip(), render.notice(msg), gr.skip(), gr.skip())
+
+    @guard_gen(wm_fail)
+    def on_wm_go(tok, a_v, b_v, wm_v, rm_v, real_v, tasks_v, perts_v, eps, steps, seed_v, presets):
+        policies = list(dict.fromkeys(x for x in (a_v, b_v) if x and x != "expert"))
+        if not policies:
+            yield wm_fail("Pick a policy checkpoint as A or B: the scripted expert cannot act in imagination.")
+            return
+        if not wm_v or not rm_v:
+            yield wm_fail("Pick a world model and its reward model (train one with a train_reward run).")
+            return
+        names = task_names(tasks_v, presets)
+        if not names or not perts_v:
+            yield wm_fail("Pick at least one task and one perturbation.")
+            return
+        c = client(tok)
+        short = {cp.ref: f"{cp.name} (run #{cp.run_id})" for cp in c.checkpoints(kind="policy")}
+        run = c.wm_eval(policies, wm_v, rm_v, name="imagined " + " vs ".join(short.get(x, x) for x in policies),
+                        tasks=names[0] if len(names) == 1 else names, perturbations=list(perts_v),
+                        episodes=int(eps), max_steps=int(steps), seed=int(seed_v or 0), real=bool(real_v))
+        yield (progress_html(run), "", gr.skip(), gr.skip())
+        deadline = time.monotonic() + WAIT_S
+        while not run.done and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            run = c.run(run.id)
+            yield (progress_html(run), gr.skip(), gr.skip(), gr.skip())
+        if run.status != "succeeded":
+            yield (progress_html(run), render.notice(f"Imagination run #{run.id}: {run.error or run.status}"),
+                   gr.skip(), gr.skip())
+            return
+        res = run.result or {}
+        labels = {ref: short.get(ref, ref) for ref in policies}
+        yield (progress_html(run), "", gr.update(value=charts.imagined_vs_real_figure(res, labels), visible=True),
+               imagined_table(res, labels))
+
+    wm_go.click(on_wm_go, [token, a, b, wm, rm, real, tasks, perts, episodes, max_steps, seed, catalog], wm_outputs)
+
     @guard_gen(fail)
     def on_go(tok, a_v, b_v, tasks_v, perts_v, eps, steps, seed_v, per_cell_v, presets):
         if not a_v or not b_v:
@@ -147,12 +240,10 @@ def build(token: gr.State) -> Loader:
         if not perts_v:
             yield fail("Tick at least one perturbation.")
             return
-        names = list(tasks_v or [])
+        names = task_names(tasks_v, presets)
         if not names:
             yield fail("Pick at least one task or preset.")
             return
-        if len(names) > 1:  # a preset inside a list: expand it here, the API takes a preset only on its own
-            names = list(dict.fromkeys(t for n in names for t in presets.get(n, [n])))
         c = client(tok)
         short = {cp.ref: f"{cp.name} (run #{cp.run_id})" for cp in c.checkpoints(kind="policy")}
         run = c.compare(a_v, b_v, name=f"compare {short.get(a_v, a_v)} vs {short.get(b_v, b_v)}",

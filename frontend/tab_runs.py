@@ -91,6 +91,8 @@ def _results(c: StudioClient, run: RunOut, arts) -> tuple[Any, str, list[tuple[s
         fig = charts.success_figure(res["success"], title="Base and fine-tuned policies (95% Wilson interval)")
     elif run.kind == "evaluate" and res.get("families"):
         fig = charts.success_figure(charts.success_rows_from_compare(res), res.get("policy_names"))
+    elif run.kind == "wm_eval" and res.get("policies"):
+        fig = charts.imagined_vs_real_figure(res)
     tables = [a for a in arts if a.kind == "table" and a.name.endswith(".md") and not a.is_dir]
     if tables:
         md = cached_artifact(c, run.id, tables[-1].name, tables[-1].sha256).read_text(errors="replace")

@@ -121,6 +121,38 @@ def test_stage_defaults_use_the_newest_dataset_and_checkpoints(stack, api: Studi
     assert "`preset`" in presets.fields_help("pipeline") and "`mt10-gpu`" in presets.fields_help("pipeline")
 
 
+def test_world_model_rl_launch_entries_use_the_newest_world_and_reward_models(stack, api: StudioClient, tmp_path):
+    """RL in the world model, the reward model, evaluation in imagination and alignment, from the launch form:
+    defaults reference the newest checkpoints of each kind, validate, and are accepted by the API."""
+    from frontend import presets
+
+    ds = api.upload_dataset(write_episode_file(tmp_path / "d.h5"), "ui-wm-rl")
+    run_id = _run_with_checkpoints(stack, {"wm": "world_model", "rm": "reward_model", "pol": "policy"})
+    refs = {cp.name: cp.ref for cp in api.checkpoints() if cp.run_id == run_id}
+    assert api.checkpoints(kind="reward_model")[0].ref == refs["rm"]
+    assert presets.API_KIND["rl_wm"] == "rft" and {"train_reward", "wm_eval", "rl_wm"} <= set(presets.KIND_LABELS)
+    assert "align" in presets.presets_for("train_wm") and presets.presets_for("wm_eval")[0] == "smoke"
+
+    rl = presets.default_params("rl_wm", "smoke", api)
+    assert (rl["policy"], rl["world"], rl["reward"], rl["world_model"], rl["reward_model"]) == \
+        (refs["pol"], "wm", "success", refs["wm"], refs["rm"])
+    ev = presets.default_params("wm_eval", "smoke", api)
+    assert (ev["policies"], ev["world_model"], ev["reward_model"], ev["tasks"]) == \
+        ([refs["pol"]], refs["wm"], refs["rm"], "smoke")
+    rm = presets.default_params("train_reward", "cpu-quick", api)
+    assert (rm["world_model"], rm["dataset_ids"], rm["preset"]) == (refs["wm"], [ds.id], "cpu-quick")
+    align = presets.default_params("train_wm", "align", api)
+    assert (align["init_world_model"], align["dataset_id"]) == (refs["wm"], ds.id)
+    assert presets.default_params("train_wm", "smoke", api)["init_world_model"] is None
+    for entry, params in (("rl_wm", rl), ("wm_eval", ev), ("train_reward", rm), ("train_wm", align)):
+        body = {k: v for k, v in params.items() if v is not None}
+        PARAMS[presets.API_KIND.get(entry, entry)].model_validate(json.loads(json.dumps(body)))
+        run = api.create_run(presets.API_KIND.get(entry, entry), body)
+        assert run.status == "queued", entry
+        api.cancel(run.id)
+    assert "`reward_model`" in presets.fields_help("rl_wm") and "`align`" in presets.fields_help("train_wm")
+
+
 def test_metric_panels_and_curves():
     from frontend import charts
 
@@ -145,6 +177,55 @@ def test_metric_panels_and_curves():
     band = next(t for t in fig.data if t.name == "rft/± std")
     assert max(band.y) == pytest.approx(0.33) and min(band.y) == pytest.approx(0.05)
     assert "No curves yet" in charts.metrics_figure({}).layout.annotations[0].text
+
+
+def test_imagined_and_real_held_out_success_share_a_panel():
+    from frontend import charts
+
+    series = {
+        "wm_rl/train_success": {"steps": [1, 2], "values": [0.2, 0.3]},
+        "wm_rl/heldout_success": {"steps": [0, 2], "values": [0.25, 0.5]},
+        "wm_rl/heldout_imagined_success": {"steps": [0, 2], "values": [0.4, 0.75]},
+        "rl/heldout_success": {"steps": [0, 2], "values": [0.1, 0.2]},
+    }
+    groups = charts.panels(series)
+    assert groups[charts.IMAGINED_PANEL] == ["wm_rl/heldout_success", "wm_rl/heldout_imagined_success"]
+    assert groups["success"] == ["wm_rl/train_success", "rl/heldout_success"]
+    fig = charts.metrics_figure(series)
+    imagined = next(t for t in fig.data if t.name == "wm_rl/heldout_imagined_success")
+    real = next(t for t in fig.data if t.name == "wm_rl/heldout_success")
+    assert imagined.line.dash == "dash" and real.line.dash is None and imagined.xaxis == real.xaxis
+    titles = [a.text for a in fig.layout.annotations]
+    assert charts.IMAGINED_PANEL in titles
+    # a sim-only RL run keeps its held-out curve in the success panel and has no imagined panel
+    assert charts.IMAGINED_PANEL not in charts.panels({"heldout_success": {"steps": [0], "values": [0.5]}})
+
+
+def test_imagination_results_chart_and_table():
+    from frontend import charts
+    from frontend.tab_compare import imagined_table
+
+    def cells(k: int, n: int) -> dict:
+        return {"reach-v3/none": {"successes": k, "episodes": n, "rate": k / n, "ci95": [0, 1]}}
+
+    result = {"policies": [
+        {"ref": "run:3", "policy": "/a", "episodes": 4, "imagined": {"success": 0.75, "cells": cells(3, 4)},
+         "real": {"success": 0.5, "cells": cells(2, 4)}, "agreement": {"episode_accuracy": 0.75}},
+        {"ref": "run:6", "policy": "/b", "episodes": 4, "imagined": {"success": 0.25, "cells": cells(1, 4)}}],
+        "correlations": {"all": {"policies": 3, "pearson": 0.91, "spearman": None, "mean_abs_gap": 0.1}}}
+    rows = charts.rows_from_wm_eval(result, {"run:3": "base"})
+    assert [r["x"] for r in rows["imagined"]] == ["base", "run:6"] and [r["x"] for r in rows["real"]] == ["base"]
+    assert rows["imagined"][0]["success_rate"] == 0.75 and rows["real"][0]["successes"] == 2
+    lo, hi = rows["real"][0]["ci95"]
+    assert 0 < lo < 0.5 < hi < 1
+    fig = charts.imagined_vs_real_figure(result, {"run:3": "base"})
+    bars = {t.name: t for t in fig.data}
+    assert set(bars) == {"imagined (world model)", "real (simulator)"}
+    assert list(bars["imagined (world model)"].y) == [75.0, 25.0] and list(bars["real (simulator)"].x) == ["base"]
+    assert fig.layout.xaxis.title.text == "policy"
+    html = imagined_table(result, {"run:3": "<base>"})
+    assert "&lt;base&gt;" in html and "<b>75%</b>" in html and "50%" in html and "Pearson 0.91, Spearman –" in html
+    assert charts.wilson(0, 0) == (0.0, 1.0)
 
 
 def test_success_chart_has_95_intervals():
