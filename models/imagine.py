@@ -33,25 +33,38 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
-def imagine_policy(wm, policy, first_frame: np.ndarray, proprio: np.ndarray, instruction: str, horizon: int):
-    """Closed loop inside the world model; returns (frames uint8 [T, H, W, 3], actions [T, 4])."""
+def imagine_policy(wm, policy, first_frame: np.ndarray, proprio: np.ndarray, instruction: str, horizon: int,
+                   reward_model=None, task: str | None = None):
+    """Closed loop inside the world model, re-anchored every chunk as the imagined world of RL runs
+    (models/worlds.py: WMWorld); returns (frames uint8 [T, H, W, 3], actions [T, 4], the step of the first
+    detected success or 0 — always 0 without a reward model)."""
     context = int(policy.policy.config.context)
     frames = [first_frame] * context
-    state = wm.begin(torch.from_numpy(np.stack(frames[-wm.context_frames :])).permute(0, 3, 1, 2)[None].float() / 255)
+    anchor = torch.from_numpy(first_frame).permute(2, 0, 1)[None].float().to(wm.device) / 255
     prop = torch.from_numpy(np.asarray(proprio, np.float32))[None]
+    detector = reward_model.detector() if reward_model is not None else None
+    task_index = reward_model.task_index([task]) if reward_model is not None else None
+    run, success_at = np.zeros(1, int), 0
     out_frames, actions = [], []
     with torch.inference_mode():
-        while len(actions) < horizon:
+        while len(actions) < horizon and not success_at:
             ctx = torch.from_numpy(np.stack(frames[-context:])).permute(0, 3, 1, 2)[None]
             chunk = policy.policy.act({"context": ctx, "proprio": prop, "instruction": [instruction]})
             chunk = chunk[:, : horizon - len(actions)]
-            zs, hands, state = wm.unroll(state, wm.normalize_actions(chunk.to(wm.device)))
-            pred = _to_uint8(wm.decode(zs, state.ctx)[0])
+            z, hands, decoded = wm.imagine_chunk(anchor, chunk.to(wm.device), decode_all=True)
+            keep = chunk.shape[1]
+            if detector is not None:
+                probs = reward_model.probs(z, hands, task_index).numpy()
+                hit, run = detector.update(run, np.array([len(actions)]), probs)
+                if hit[0] >= 0:
+                    keep, success_at = int(hit[0]) + 1, len(actions) + int(hit[0]) + 1
+            pred = _to_uint8(decoded[0, :keep])
             out_frames += list(pred)
             frames += list(pred)
-            actions += list(chunk[0].cpu().numpy())
-            prop = (hands[:, -1] * wm.proprio_std + wm.proprio_mean).cpu().float()
-    return np.stack(out_frames), np.stack(actions)
+            actions += list(chunk[0, :keep].cpu().numpy())
+            anchor = decoded[:, -1]
+            prop = hands[:, -1].cpu().float()
+    return np.stack(out_frames), np.stack(actions), success_at
 
 
 def imagine(
@@ -68,8 +81,11 @@ def imagine(
     horizon: int = 48,
     max_steps: int = 200,
     hooks: Hooks | None = None,
+    reward_model: str | None = None,
 ) -> dict[str, Any]:
-    """Imagined and real rollouts of each policy from one start; writes MP4s into `out`."""
+    """Imagined and real rollouts of each policy from one start; writes MP4s into `out`. With a reward model
+    (trained for this world model) the imagined episode ends at its first detected success and its cell
+    reports success, next to the simulator's."""
     from models.policy.text import check_instruction
     from models.rewards import verified_reward
     from sim.env import SimEnv
@@ -98,6 +114,13 @@ def imagine(
 
         wm = load_world_model(world_model)
         camera, size = wm.camera or camera, wm.image_size
+    rm = None
+    if reward_model:
+        if wm is None:
+            raise InputError("a reward model needs the world model it reads (world_model)")
+        from models.reward_model import load_reward_model
+
+        rm = load_reward_model(reward_model, wm)
     built = {label: _chunk_policy(path) for label, path in policies.items()}
     for label, p in built.items():
         cfg = getattr(getattr(p, "policy", None), "config", None)
@@ -128,7 +151,7 @@ def imagine(
             a = expert.act(e_obs)[0]
             ref_actions.append(a)
             e_obs, _, done = env.step(a)
-            if done:
+            if done or env.done:  # success, or the step cap (the simulator refuses to step past it)
                 break
         ref_actions += [np.zeros(4, np.float32)] * (horizon - len(ref_actions))  # after success: hold still
         ref_frames = None
@@ -148,12 +171,14 @@ def imagine(
             if wm is not None and policies[label] != "expert":
                 hooks.progress((i + 0.5) / len(built), f"{label}: world model")
                 p.reset(spec.name, text)
-                wm_frames, _ = imagine_policy(wm, p, obs0.frame, obs0.proprio, text, horizon)
+                wm_frames, _, success_at = imagine_policy(wm, p, obs0.frame, obs0.proprio, text, horizon, rm,
+                                                           spec.name)
                 pred = torch.from_numpy(wm_frames).permute(0, 3, 1, 2)[None].float() / 255
                 reward = float(verified_reward(pred, ref_frames[:, : pred.shape[1]])[0])
                 wm_name = f"{label}_world_model.mp4"
                 write_mp4(out_dir / wm_name, wm_frames)
-                cells.append({"policy": label, "source": "world_model", "video": wm_name, "success": None,
+                cells.append({"policy": label, "source": "world_model", "video": wm_name,
+                              "success": bool(success_at) if rm is not None else None,
                               "verified_reward": reward, "steps": len(wm_frames)})
                 row = [wm_frames, sim_frames]
             elif wm is not None:  # the expert itself: its imagined rollout is the reference

@@ -295,3 +295,22 @@ def test_cli_errors_of_world_model_rl_are_one_line(tmp_path):
     res = run_cli("eval-reward", "--reward-model", str(rm), "--wm", str(other), "--dataset", "x.h5")
     assert res.code == 2
     assert not (tmp_path / "r").exists()
+
+
+def test_playground_imagination_ends_at_the_detected_success(tmp_path, monkeypatch):
+    """models.imagine re-anchors every chunk like the RL world, and with a reward model it stops at the first
+    confirmed detection and reports it."""
+    from models import reward_model
+    from models.imagine import imagine
+
+    wm = _random_wm(tmp_path / "wm")
+    rm = _random_rm(tmp_path / "rm", wm, [TASK], min_steps=3, confirm=2)
+    policy = toy_policy(tmp_path / "policy")
+    monkeypatch.setattr(reward_model.SuccessClassifier, "probs", lambda self, z, p, t: torch.ones(z.shape[:2]))
+    r = imagine(str(wm), TASK, policies={"p": str(policy)}, out=str(tmp_path / "o"), horizon=20, max_steps=10,
+                reward_model=str(rm))
+    cell = next(c for c in r["cells"] if c["source"] == "world_model")
+    assert cell["success"] is True and cell["steps"] == 3  # steps 1..3 above threshold: confirmed at the guard
+    r = imagine(str(wm), TASK, policies={"p": str(policy)}, out=str(tmp_path / "o2"), horizon=20, max_steps=10)
+    cell = next(c for c in r["cells"] if c["source"] == "world_model")
+    assert cell["success"] is None and cell["steps"] == 20
