@@ -36,7 +36,7 @@ KINDS: dict[str, type[Params]] = {
 API_KIND = {"rl": "rft", "rl_wm": "rft"}
 KIND_LABELS = {
     "pipeline": "Whole pipeline: collect → world model → policy → RFT (→ closed-loop RL) → evaluate",
-    "collect": "Collect expert episodes (a dataset; or a policy's own with `policy`)",
+    "collect": "Collect expert episodes (a dataset)",
     "train_wm": "Train the world model (or align one: preset align)",
     "train_policy": "Train the base VLA policy",
     "train_reward": "Train the success reward model of a world model",

@@ -218,12 +218,15 @@ def test_pipeline_launched_from_the_page_moves_and_its_run_page_shows_curves_and
     titles = page.locator("#run-curves .js-plotly-plot").first.evaluate(
         "(gd) => (gd.layout.annotations || []).map(a => a.text)")
     assert {"world_model losses", "policy losses", "rft losses", "reward (mean ± std)", "KL", "σ"} <= set(titles)
+    # RL in the world model: its held-out success in the simulator and in imagination, in one panel
+    assert {"wm_rl/heldout_success", "wm_rl/heldout_imagined_success"} <= set(names), names
+    assert "held-out success: real vs imagined" in titles, titles
     assert page.locator("#run-cancel").is_disabled()
     ui.shot("runs")
 
     # results: base vs RFT success chart and the side-by-side videos (base | RFT) play
     page.get_by_role("tab", name="Results & videos").click()
-    assert set(plot_traces(page, "#run-success")) == {"base", "rft", "rl"}
+    assert set(plot_traces(page, "#run-success")) == {"base", "rft", "rl", "wm_rl"}
     assert "Table 1" in page.locator("#run-results").inner_text()
     t0, t1 = video_plays(page, "#run-video")
     assert t1 > t0
@@ -368,7 +371,8 @@ def test_cancel_and_resume_from_the_run_page(ui, studio):
 
 def test_playground_grid_of_imagined_and_real_rollouts(pipeline, ui):
     page = ui.open("Playground")
-    assert page.locator("#play-wm input").first.input_value().startswith("world_model · run #")
+    # the newest world model: the pipeline's aligned one (its world-model RL path), else its first
+    assert page.locator("#play-wm input").first.input_value().startswith(("align · run #", "world_model · run #"))
     assert page.locator("#play-base input").first.input_value().startswith("policy/base · run #")
     assert page.locator("#play-tuned input").first.input_value().startswith("rft · run #")
     page.locator("#play-instruction textarea").fill("open the drawer, slowly")
