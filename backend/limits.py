@@ -185,6 +185,8 @@ def check_run(s: Session, settings: Settings, kind: str, p: Params, loc: Loc = (
     elif isinstance(p, ImagineParams):
         if p.world_model:
             ref(p.world_model, "world_model", (*loc, "world_model"))
+        if p.reward_model:
+            ref(p.reward_model, "reward_model", (*loc, "reward_model"))
         if p.policy:
             ref(p.policy, "policy", (*loc, "policy"))
         for label, r in p.policies.items():

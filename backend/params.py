@@ -508,6 +508,9 @@ class ImagineParams(Params):
         default_factory=dict, description="Explicit offsets in metres: object [dx, dy], goal [dx, dy], "
         "robot [dx, dy, dz] (each at most 0.15 m).", examples=[{"object": [0.03, 0.0], "robot": [0.0, 0.0, 0.05]}],
     )
+    reward_model: str | None = Field(
+        None, description="run:<id> or artifact:<id> of a success reward model for this world model: the imagined "
+        "episode then ends at its first detected success, reported next to the simulator's outcome.")
     seed: Seed = 0
     index: int = Field(0, ge=0, le=1_000_000, description="Which start of the seed's stream.")
     horizon: int = Field(48, ge=1, le=400, description="Imagined steps.")
@@ -517,6 +520,16 @@ class ImagineParams(Params):
     @classmethod
     def check_world_model(cls, v):
         return None if v is None else check_model_ref(v)
+
+    @field_validator("reward_model")
+    @classmethod
+    def check_reward_model(cls, v: str | None, info: ValidationInfo):
+        if v is None:
+            return None
+        check_model_ref(v)
+        if info.data.get("world_model") is None and "world_model" in info.data:
+            raise ValueError("needs the world model it reads (world_model)")
+        return v
 
     @field_validator("policy")
     @classmethod

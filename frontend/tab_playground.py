@@ -22,6 +22,7 @@ OFFSET_CM = 10.0  # slider range, ± centimetres (the suite's major perturbation
 POLL_S = 0.5
 WAIT_S = 1800
 NO_WM = ("none: simulator only", "none")
+NO_RM = ("none: no success detection in imagination", "none")
 
 
 def _caption(cell: dict | None) -> str:
@@ -33,7 +34,8 @@ def _caption(cell: dict | None) -> str:
     if reward is not None:
         bits.append(f"verified reward <b>{reward:.3f}</b>")
     if success is not None:
-        bits.append("simulator: <b>success ✓</b>" if success else "simulator: <b>failure ✗</b>")
+        who = "reward model" if cell.get("source") == "world_model" else "simulator"
+        bits.append(f"{who}: <b>success ✓</b>" if success else f"{who}: <b>failure ✗</b>")
     return f'<div class="vr-cell">{" · ".join(bits)}</div>'
 
 
@@ -85,6 +87,8 @@ def build(token: gr.State) -> Loader:
                 scale_md = gr.Markdown(elem_id="play-scale")
         with gr.Column(scale=2, min_width=320):
             wm = gr.Dropdown([], label="World model", elem_id="play-wm")
+            rm = gr.Dropdown([], label="Success reward model (ends the imagined episode at its detected success)",
+                             elem_id="play-rm")
             base = gr.Dropdown([], label="Base policy", elem_id="play-base", allow_custom_value=True)
             tuned = gr.Dropdown([], label="Fine-tuned policy", elem_id="play-tuned", allow_custom_value=True)
             with gr.Row():
@@ -117,6 +121,7 @@ def build(token: gr.State) -> Loader:
         cat = c.tasks()
         pert = c.perturbations()
         wms = c.checkpoints(kind="world_model")
+        rms = c.checkpoints(kind="reward_model")
         pols = c.checkpoints(kind="policy")
         pol_choices = [EXPERT] + [(checkpoint_label(cp), cp.ref) for cp in pols]
         b, t = guess_pair(pols)
@@ -126,10 +131,11 @@ def build(token: gr.State) -> Loader:
         return (by_name, gr.update(choices=sorted(by_name), value=first), by_name[first]["instruction"],
                 gr.update(choices=[(checkpoint_label(cp), cp.ref) for cp in wms] + [NO_WM],
                           value=wms[0].ref if wms else NO_WM[1]),
+                gr.update(choices=[NO_RM] + [(checkpoint_label(cp), cp.ref) for cp in rms], value=NO_RM[1]),
                 gr.update(choices=pol_choices, value=b or "expert"), gr.update(choices=pol_choices, value=t),
                 f"The perturbation suite moves (minor / major): {mags}.")
 
-    list_outputs = [tasks_state, task, instruction, wm, base, tuned, scale_md]
+    list_outputs = [tasks_state, task, instruction, wm, rm, base, tuned, scale_md]
 
     @guard(lambda msg: (*([gr.skip()] * len(list_outputs)), render.notice(msg)))
     def on_refresh(tok: str):
@@ -152,7 +158,7 @@ def build(token: gr.State) -> Loader:
         return (gr.skip(), render.notice(msg), *([gr.skip()] * (len(outputs) - 2)))
 
     @guard_gen(fail)
-    def on_go(tok, instr, task_v, seed_v, ox_v, oy_v, gx_v, gy_v, rx_v, ry_v, rz_v, wm_v, base_v, tuned_v, hor,
+    def on_go(tok, instr, task_v, seed_v, ox_v, oy_v, gx_v, gy_v, rx_v, ry_v, rz_v, wm_v, rm_v, base_v, tuned_v, hor,
               steps_v):
         if not task_v:
             yield fail("Pick a task.")
@@ -161,7 +167,9 @@ def build(token: gr.State) -> Loader:
             yield fail("Pick a base and a fine-tuned policy.")
             return
         c = client(tok)
-        run = c.imagine(world_model=None if wm_v in (None, "", NO_WM[1]) else wm_v,
+        no_wm = wm_v in (None, "", NO_WM[1])
+        run = c.imagine(world_model=None if no_wm else wm_v,
+                        reward_model=None if no_wm or rm_v in (None, "", NO_RM[1]) else rm_v,
                         policies={"base": base_v, "rft": tuned_v}, task=task_v,
                         instruction=(instr or "").strip() or None, seed=int(seed_v or 0),
                         offsets=offsets_m(ox_v, oy_v, gx_v, gy_v, rx_v, ry_v, rz_v), horizon=int(hor),
@@ -193,7 +201,7 @@ def build(token: gr.State) -> Loader:
         grid_path = video(res.get("grid_video"))
         return [*vids, *caps, gr.update(value=grid_path, visible=grid_path is not None)]
 
-    go.click(on_go, [token, instruction, task, seed, ox, oy, gx, gy, rx, ry, rz, wm, base, tuned, horizon, max_steps],
-             outputs)
+    go.click(on_go, [token, instruction, task, seed, ox, oy, gx, gy, rx, ry, rz, wm, rm, base, tuned, horizon,
+                     max_steps], outputs)
 
     return Loader(list_outputs, lambda tok: list(lists(client(tok))))

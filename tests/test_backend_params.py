@@ -77,6 +77,8 @@ def _loc(exc: ValidationError) -> list[tuple]:
     (CompareParams, {"policy_a": "expert", "policy_b": "expert"}, "policy_b"),
     (ImagineParams, {"world_model": "run:1", "task": "reach-v3,push-v3"}, "task"),
     (ImagineParams, {"world_model": "run:1", "task": "reach-v3", "horizon": 0}, "horizon"),
+    (ImagineParams, {"task": "reach-v3", "reward_model": "run:2"}, "reward_model"),
+    (ImagineParams, {"world_model": "run:1", "task": "reach-v3", "reward_model": "rm"}, "reward_model"),
 ])
 def test_bad_values_name_their_field(model, values, field):
     with pytest.raises(ValidationError) as info:

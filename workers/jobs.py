@@ -279,9 +279,10 @@ def run_imagine(p: ImagineParams, ctx: RunContext) -> dict:
         folder = ctx.checkpoint(ref, "policy")
         policies[label] = str(folder) if folder is not None else "expert"
     wm = _folder(ctx, p.world_model, "world_model") if p.world_model else None
+    rm = _folder(ctx, p.reward_model, "reward_model") if p.reward_model else None
     result = fn(world_model=wm, policies=policies, task=p.task, instruction=p.instruction, perturbation=p.perturbation,
                 offsets=p.offsets, seed=p.seed, index=p.index, horizon=p.horizon, max_steps=p.max_steps,
-                out=str(ctx.out), hooks=ctx.hooks)
+                out=str(ctx.out), hooks=ctx.hooks, reward_model=rm)
     for video in sorted(Path(ctx.out).glob("*.mp4")):
         ctx.artifact("video", video)
     return result
