@@ -16,6 +16,8 @@ fidelity, for each named set of held-out episodes (per-step success labels from 
   The alignment keeps the autoencoder, so one reward model reads both world models' latents.
 pair: one start, the policy in imagination and in the simulator, side by side (MP4 + PNG strip), with the
   classifier's probabilities: what an exploited episode looks like.
+throughput: steps per second of the same closed-loop episodes in the simulator and in imagination, one run
+  (bench/out/wm_rl_throughput.json).
 
 Writes bench/out/wm_rl_fidelity.json (fidelity).
 """
@@ -112,14 +114,51 @@ def pair(args) -> dict:
     write_mp4(out.with_suffix(".mp4"), frames, fps=4)
     from PIL import Image
 
-    step = max(1, n // 8)
-    strip = np.concatenate([np.asarray(frames[t]) for t in range(0, n, step)][:8], axis=1)
-    Image.fromarray(strip).save(out.with_suffix(".png"))
+    times = np.linspace(0, n - 1, min(8, n)).round().astype(int)  # top row imagined, bottom row real
+    rows = [np.concatenate([seq[min(t, len(seq) - 1)] for t in times], axis=1) for seq in (im, real)]
+    grid = np.concatenate([rows[0], np.full((2, rows[0].shape[1], 3), 255, np.uint8), rows[1]], axis=0)
+    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(out.with_suffix(".png"))
     summary = {"task": args.task, "index": args.index, "imagined_success": r["imagined"]["success"],
                "imagined_steps": r["imagined"]["steps"], "real_success": r["real"]["success"],
                "real_steps": r["real"]["steps"], "max_prob": float(np.max(r["imagined"]["probs"]))}
     print(json.dumps(summary))
     return summary
+
+
+def throughput(args) -> dict:
+    """Steps per second of the same closed-loop episodes (deterministic policy, same starts) in the simulator and
+    in imagination, in one run."""
+    import time
+
+    import torch
+
+    from models.policy_io import load_policy
+    from models.rl import rollout
+    from models.worlds import SimWorld, WMWorld
+    from sim.tasks import resolve_tasks
+    from sim.vector import StartRequest
+
+    model = load_policy(args.policy)
+    reqs = [StartRequest(task=t, seed=0, index=i, stream="rl") for t in resolve_tasks("cpu-quick")
+            for i in range(args.episodes)]
+    out = {}
+    for name, make in (("sim", lambda: SimWorld(max_steps=150, slots_hint=len(reqs))),
+                       ("wm", lambda: WMWorld(args.wm, args.reward_model, max_steps=150))):
+        w = make()
+        try:
+            rollout(w, None, model, None, reqs[:8], torch.Generator(), 16)  # warm-up: processes, caches
+            t0 = time.time()
+            r = rollout(w, None, model, None, reqs, torch.Generator(), 150)
+            dt = time.time() - t0
+        finally:
+            w.close()
+        out[name] = {"episodes": len(reqs), "steps": int(r.steps.sum()), "seconds": round(dt, 1),
+                     "steps_per_s": round(r.steps.sum() / dt, 1), "success": float(r.success.mean())}
+        print(name, out[name])
+    out["wm_over_sim"] = round(out["wm"]["steps_per_s"] / out["sim"]["steps_per_s"], 2)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "wm_rl_throughput.json").write_text(json.dumps(out, indent=1))
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -139,13 +178,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--out", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--policy", required=True)
+    t.add_argument("--wm", required=True)
+    t.add_argument("--reward-model", required=True)
+    t.add_argument("--episodes", type=int, default=16, help="per task")
     if not argv and argv is not None:  # `make bench`: the measured setting of docs/results.md
         r = "runs/cq/rollouts"
         argv = ["fidelity", "--base-wm", "runs/cq/wm", "--aligned-wm", "runs/cq/wm_aligned", "--reward-model",
                 "runs/cq/rm", "--set", f"heldout={r}/heldout_base_det.h5,{r}/heldout_base_noisy.h5",
                 "--set", f"unseen={r}/heldout_full.h5"]
     args = ap.parse_args(argv)
-    return fidelity(args) if args.cmd == "fidelity" else pair(args)
+    return {"fidelity": fidelity, "pair": pair, "throughput": throughput}[args.cmd](args)
 
 
 if __name__ == "__main__":
