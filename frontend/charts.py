@@ -108,17 +108,6 @@ def success_rows_from_compare(result: dict) -> dict[str, list[dict]]:
     return out
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of k successes in n episodes."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / d
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def rows_from_wm_eval(result: dict, labels: dict[str, str] | None = None) -> dict[str, list[dict]]:
     """A wm_eval run's result → {"imagined": [...], "real": [...]}, one row per policy (over all its cells),
     in success_figure's shape with the policy as the x value."""
@@ -126,13 +115,12 @@ def rows_from_wm_eval(result: dict, labels: dict[str, str] | None = None) -> dic
     for rep in result.get("policies", []):
         ref = rep.get("ref") or rep.get("policy", "?")
         for source in ("imagined", "real"):
-            cells = (rep.get(source) or {}).get("cells")
-            if not cells:
+            part = rep.get(source) or {}
+            if not part.get("episodes"):
                 continue
-            k = sum(int(c.get("successes", 0)) for c in cells.values())
-            n = sum(int(c.get("episodes", 0)) for c in cells.values())
-            out.setdefault(source, []).append({"x": (labels or {}).get(ref, ref), "successes": k, "episodes": n,
-                                               "success_rate": k / n if n else 0.0, "ci95": list(wilson(k, n))})
+            out.setdefault(source, []).append({"x": (labels or {}).get(ref, ref), "successes": part["successes"],
+                                               "episodes": part["episodes"], "success_rate": part["success"],
+                                               "ci95": part["ci95"]})
     return out
 
 

@@ -36,6 +36,11 @@ def eval_requests(tasks: str, perturbations: str, episodes: int, seed: int) -> l
     return out
 
 
+def _overall(success: np.ndarray) -> dict[str, Any]:
+    k, n = int(success.sum()), len(success)
+    return {"success": k / n, "successes": k, "episodes": n, "ci95": list(wilson_interval(k, n))}
+
+
 def _cells(requests: list[StartRequest], success: np.ndarray) -> dict[str, dict]:
     cells: dict[str, dict] = {}
     keys = [f"{r.task}/{r.perturbation.name}" for r in requests]
@@ -79,7 +84,7 @@ def evaluate_in_imagination(policy: str, wm: str, reward_model: str, tasks: str 
     out: dict[str, Any] = {
         "policy": str(policy), "world_model": str(wm), "reward_model": str(reward_model), "seed": seed,
         "seed_stream": "eval", "max_steps": max_steps, "episodes": len(requests),
-        "imagined": {"success": float(imagined.mean()), "cells": _cells(requests, imagined),
+        "imagined": {**_overall(imagined), "cells": _cells(requests, imagined),
                      "mean_steps": float(imagined_steps.mean()), "seconds": round(time.time() - t0, 1)},
     }
     if real:
@@ -91,7 +96,7 @@ def evaluate_in_imagination(policy: str, wm: str, reward_model: str, tasks: str 
             actual, actual_steps = _run(sim, model, requests, max_steps, batch)
         finally:
             sim.close()
-        out["real"] = {"success": float(actual.mean()), "cells": _cells(requests, actual),
+        out["real"] = {**_overall(actual), "cells": _cells(requests, actual),
                        "mean_steps": float(actual_steps.mean()), "seconds": round(time.time() - t1, 1),
                        "env_steps": int(actual_steps.sum())}
         out["agreement"] = {

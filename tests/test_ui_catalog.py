@@ -205,19 +205,19 @@ def test_imagination_results_chart_and_table():
     from frontend import charts
     from frontend.tab_compare import imagined_table
 
-    def cells(k: int, n: int) -> dict:
-        return {"reach-v3/none": {"successes": k, "episodes": n, "rate": k / n, "ci95": [0, 1]}}
+    def part(k: int, n: int) -> dict:  # what models.wm_eval reports per source
+        return {"success": k / n, "successes": k, "episodes": n, "ci95": [0.2, 0.8],
+                "cells": {"reach-v3/none": {"successes": k, "episodes": n, "rate": k / n, "ci95": [0.2, 0.8]}}}
 
     result = {"policies": [
-        {"ref": "run:3", "policy": "/a", "episodes": 4, "imagined": {"success": 0.75, "cells": cells(3, 4)},
-         "real": {"success": 0.5, "cells": cells(2, 4)}, "agreement": {"episode_accuracy": 0.75}},
-        {"ref": "run:6", "policy": "/b", "episodes": 4, "imagined": {"success": 0.25, "cells": cells(1, 4)}}],
+        {"ref": "run:3", "policy": "/a", "episodes": 4, "imagined": part(3, 4), "real": part(2, 4),
+         "agreement": {"episode_accuracy": 0.75}},
+        {"ref": "run:6", "policy": "/b", "episodes": 4, "imagined": part(1, 4)}],
         "correlations": {"all": {"policies": 3, "pearson": 0.91, "spearman": None, "mean_abs_gap": 0.1}}}
     rows = charts.rows_from_wm_eval(result, {"run:3": "base"})
     assert [r["x"] for r in rows["imagined"]] == ["base", "run:6"] and [r["x"] for r in rows["real"]] == ["base"]
     assert rows["imagined"][0]["success_rate"] == 0.75 and rows["real"][0]["successes"] == 2
-    lo, hi = rows["real"][0]["ci95"]
-    assert 0 < lo < 0.5 < hi < 1
+    assert rows["real"][0]["ci95"] == [0.2, 0.8]  # the report's interval, not one recomputed in the UI
     fig = charts.imagined_vs_real_figure(result, {"run:3": "base"})
     bars = {t.name: t for t in fig.data}
     assert set(bars) == {"imagined (world model)", "real (simulator)"}
@@ -225,7 +225,6 @@ def test_imagination_results_chart_and_table():
     assert fig.layout.xaxis.title.text == "policy"
     html = imagined_table(result, {"run:3": "<base>"})
     assert "&lt;base&gt;" in html and "<b>75%</b>" in html and "50%" in html and "Pearson 0.91, Spearman –" in html
-    assert charts.wilson(0, 0) == (0.0, 1.0)
 
 
 def test_success_chart_has_95_intervals():

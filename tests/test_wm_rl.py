@@ -11,6 +11,7 @@ import torch
 from conftest import assert_one_line_error, run_cli
 from rl_toys import TASK, toy_policy
 from test_wm_synthetic import SIZE, dot_frame, write_dot_dataset
+from test_wm_train import _stop_after
 
 from models.hooks import Hooks
 from models.reward_model import (
@@ -229,16 +230,6 @@ def dots_wm(tmp_path_factory) -> tuple[Path, Path]:
     return data, d / "wm"
 
 
-def _stop_after(n: int) -> Hooks:
-    calls = [0]
-
-    def stop() -> bool:
-        calls[0] += 1
-        return calls[0] > n
-
-    return Hooks(should_stop=stop)
-
-
 def test_alignment_fine_tunes_the_dynamics_and_resumes_exactly(dots_wm, tmp_path):
     data, base = dots_wm
     more = write_dot_dataset(tmp_path / "more.h5", episodes=4, length=16, seed=5)
@@ -314,3 +305,22 @@ def test_playground_imagination_ends_at_the_detected_success(tmp_path, monkeypat
     r = imagine(str(wm), TASK, policies={"p": str(policy)}, out=str(tmp_path / "o2"), horizon=20, max_steps=10)
     cell = next(c for c in r["cells"] if c["source"] == "world_model")
     assert cell["success"] is None and cell["steps"] == 20
+
+
+def test_wm_eval_reports_intervals_and_correlations():
+    from models.wm_eval import _overall, correlations
+
+    o = _overall(np.array([1, 0, 0, 1], bool))
+    assert (o["successes"], o["episodes"], o["success"]) == (2, 4, 0.5) and 0 < o["ci95"][0] < 0.5 < o["ci95"][1]
+
+    def rep(imagined: list[int], real: list[int]) -> dict:
+        def cells(v):
+            return {f"{t}/none": {"successes": k, "episodes": 10} for t, k in zip(("a", "b"), v, strict=True)}
+        return {"imagined": {"success": sum(imagined) / 20, "cells": cells(imagined)},
+                "real": {"success": sum(real) / 20, "cells": cells(real)}}
+
+    c = correlations([rep([1, 2], [2, 2]), rep([5, 5], [6, 5]), rep([9, 8], [9, 9])])
+    assert c["all"]["pearson"] > 0.95 and c["all"]["spearman"] == pytest.approx(1.0) and c["all"]["policies"] == 3
+    assert np.isnan(c["b"]["pearson"]) or c["b"]["pearson"] > 0.9
+    with pytest.raises(InputError, match="real success"):
+        correlations([{"imagined": {"cells": {}}}])
