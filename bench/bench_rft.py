@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from models.pipeline import PipelinePreset, _pct
+from models.pipeline import PipelinePreset, _pct, start_policy
 
 
 def evaluate_policy(path: Path, preset: PipelinePreset, root: Path, out: Path, reuse: Path | None = None) -> dict:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     preset = PipelinePreset(**info["config"])
     work = args.out or root / "reward_sources"
     work.mkdir(parents=True, exist_ok=True)
-    base = root / "policy" / "base" if preset.rft_start == "base" else root / "policy"
+    base = start_policy(root, preset)
     rows = {"base": {"eval": evaluate_policy(base, preset, root, work / "base_eval.json",
                                              reuse=root / "evaluate" / "base.json"), "rft": None}}
     for source in args.sources.split(","):

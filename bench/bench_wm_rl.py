@@ -59,10 +59,14 @@ def frame_quality(real_eps: list[dict], imagined: list[dict], horizons: tuple[in
 
 
 def fidelity(args) -> dict:
-    import torch
-
-    from models.reward_model import Sequences, load_reward_model, read_episodes, score_sequences
-    from models.reward_model import imagine_sequences as imagine
+    from models.reward_model import (
+        encode_real,
+        imagine_sequences,
+        load_reward_model,
+        make_sequences,
+        read_episodes,
+        score_sequences,
+    )
     from models.world_model import load_world_model
 
     wms = {"base": load_world_model(args.base_wm), "aligned": load_world_model(args.aligned_wm)}
@@ -74,17 +78,12 @@ def fidelity(args) -> dict:
         eps = read_episodes(files)
         entry: dict = {"files": files, "episodes": len(eps),
                        "true_successes": int(sum(e["success"].any() for e in eps))}
-        with torch.inference_mode():
-            real_z = [wms["aligned"].ae.encode(torch.from_numpy(e["frames"][1:]).permute(0, 3, 1, 2).float() / 255)
-                      .half() for e in eps]
+        real = encode_real(wms["aligned"], eps)  # alignment keeps the autoencoder: one encoding serves both
         rows = np.arange(len(eps))
         for label, wm in wms.items():
-            im = imagine(wm, eps, rm.cfg.chunk, decode_all=True)
+            im = imagine_sequences(wm, eps, rm.cfg.chunk, decode_all=True)
             entry[f"frames_{label}"] = frame_quality(eps, im)
-            seq = Sequences(task=[e["task"] for e in eps], success=[e["success"] for e in eps], real_z=real_z,
-                            real_p=[torch.from_numpy(e["proprio"][1:]) for e in eps],
-                            imag_z=[d["z"] for d in im], imag_p=[d["p"] for d in im],
-                            policy=[e["policy"] for e in eps])
+            seq = make_sequences(eps, real, im)
             entry[f"reward_imagined_{label}"] = score_sequences(rm, seq, rows, "imagined")
             if label == "aligned":
                 entry["reward_real"] = score_sequences(rm, seq, rows, "real")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from cli.args import check_report_file, emit_report, require_checkpoint
 from cli.progress import progress_bar
 
 
@@ -14,20 +15,6 @@ def register(app: typer.Typer) -> None:
     app.command("train-reward")(train_reward)
     app.command("eval-reward")(eval_reward)
     app.command("wm-eval")(wm_eval)
-
-
-def _checkpoint(option: str, path: Path) -> None:
-    from sim.errors import InputError
-
-    if not (path / "config.json").exists():
-        raise InputError(f"{option} {path}: no checkpoint there")
-
-
-def _json_file(out: Path | None) -> None:
-    from sim.errors import InputError
-
-    if out is not None and (out.is_dir() or not out.parent.exists()):
-        raise InputError(f"--out {out}: give a file in an existing folder")
 
 
 def _fmt(x: float) -> str:
@@ -49,11 +36,7 @@ def train_reward(
     """Train the success reward model on world-model latents; the threshold is chosen on a validation split."""
     from models.reward_model import train_reward_model
 
-    _checkpoint("--wm", wm)
-    if out.exists() and not out.is_dir():
-        from sim.errors import InputError
-
-        raise InputError(f"--out {out} exists and is not a folder")
+    require_checkpoint("--wm", wm)
     with progress_bar("train-reward", 1000) as update:
         from models.hooks import Hooks
 
@@ -83,17 +66,13 @@ def eval_reward(
     """Precision / recall / F1 of detected success against the simulator's truth, on real and imagined episodes."""
     from models.reward_model import evaluate_reward_model
 
-    _checkpoint("--reward-model", reward_model)
-    _checkpoint("--wm", wm)
-    _json_file(out)
+    require_checkpoint("--reward-model", reward_model)
+    require_checkpoint("--wm", wm)
+    check_report_file(out)
     with progress_bar("eval-reward", 1000) as update:
         report = evaluate_reward_model(str(reward_model), str(wm), dataset,
                                        progress=lambda f: update(int(f * 1000), 1000, "imagining"))
-    text = json.dumps(report, default=float)
-    if out is not None:
-        out.write_text(text)
-    if json_out:
-        typer.echo(text)
+    if emit_report(report, out, json_out):
         return
     typer.echo(f"{'set':10s} {'task':24s} {'episodes':>8s} {'successes':>9s} {'precision':>9s} {'recall':>7s} "
                f"{'F1':>6s} {'hallucinated':>12s}")
@@ -120,32 +99,24 @@ def wm_eval(
 ) -> None:
     """Success of policies inside the world model (cheap ranking), optionally next to the real simulator."""
     from models.hooks import Hooks
-    from models.wm_eval import correlations, eval_requests, evaluate_in_imagination
+    from models.wm_eval import eval_requests, evaluate_policies_in_imagination
     from sim.errors import InputError
 
     for p in policy:
-        _checkpoint("--policy", p)
-    _checkpoint("--wm", wm)
-    _checkpoint("--reward-model", reward_model)
-    _json_file(out)
+        require_checkpoint("--policy", p)
+    require_checkpoint("--wm", wm)
+    require_checkpoint("--reward-model", reward_model)
+    check_report_file(out)
     if max_steps < 1:
         raise InputError(f"--max-steps must be positive, got {max_steps}")
     eval_requests(tasks, perturb, episodes, seed)  # checks tasks, perturbations and episodes up front
-    reports = []
-    with progress_bar("wm-eval", 1000 * len(policy)) as update:
-        for i, p in enumerate(policy):
-            hooks = Hooks(progress=lambda f, m, i=i: update(int((i + f) * 1000), 1000 * len(policy), m))
-            reports.append(evaluate_in_imagination(str(p), str(wm), str(reward_model), tasks=tasks,
-                                                   perturbations=perturb, episodes=episodes, seed=seed,
-                                                   max_steps=max_steps, real=real, hooks=hooks))
-    result: dict = {"policies": reports}
-    if real and len(reports) >= 3:
-        result["correlations"] = correlations(reports)
-    text = json.dumps(result, default=float)
-    if out is not None:
-        out.write_text(text)
-    if json_out:
-        typer.echo(text)
+    with progress_bar("wm-eval", 1000) as update:
+        result = evaluate_policies_in_imagination(
+            [str(p) for p in policy], str(wm), str(reward_model), real=real,
+            hooks=Hooks(progress=lambda f, m: update(int(f * 1000), 1000, m)), tasks=tasks, perturbations=perturb,
+            episodes=episodes, seed=seed, max_steps=max_steps)
+    reports = result["policies"]
+    if emit_report(result, out, json_out):
         return
     for rep in reports:
         line = f"{rep['policy']}: imagined {100 * rep['imagined']['success']:.1f} %"

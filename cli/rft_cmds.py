@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from cli.args import require_checkpoint
 from cli.progress import progress_bar
 
 
@@ -85,8 +86,7 @@ def rft(
             for name, value in (("--wm", wm), ("--reward-model", reward_model)):
                 if value is None:
                     raise InputError(f"{name} is required with --world wm --reward success")
-                if not (value / "config.json").exists():
-                    raise InputError(f"{name} {value}: no checkpoint there")
+                require_checkpoint(name, value)
     else:
         if reward_model is not None:
             raise InputError("--reward-model applies only to --world wm --reward success")

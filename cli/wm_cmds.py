@@ -65,25 +65,21 @@ def eval_wm(
     out: Path = typer.Option(None, help="Also write the JSON report to this file."),
 ) -> None:
     """Evaluate a world model on held-out episodes: frame quality, action sensitivity, reward fidelity, speed."""
+    from cli.args import check_report_file, emit_report
     from models.world_model.evaluate import evaluate_world_model
     from models.world_model.fidelity import FidelityConfig
     from sim.errors import InputError
 
     if windows < 1 or fidelity_states < 1:
         raise InputError("--windows and --fidelity-states must be positive")
-    if out is not None and (out.is_dir() or not out.parent.exists()):
-        raise InputError(f"--out {out}: give a file in an existing folder")
+    check_report_file(out)
     fcfg = FidelityConfig(interaction_states=fidelity_states, other_states=max(1, fidelity_states // 2))
     with _bar("eval-wm") as update:
         report = evaluate_world_model(str(wm), str(dataset), max_windows=windows,
                                       video=str(video) if video else None, fidelity=fidelity, fidelity_config=fcfg,
                                       measure_throughput=throughput, png=str(png) if png else None,
                                       progress=lambda f, m: update(int(f * 1000), 1000, m))
-    text = json.dumps(report, default=float)
-    if out is not None:
-        out.write_text(text)
-    if json_out:
-        typer.echo(text)
+    if emit_report(report, out, json_out):
         return
     rows = report["frames"]["rows"]
     typer.echo(f"{'row':18s} {'h1 psnr':>8s} {'h8 psnr':>8s} {'h8 ssim':>8s} {'h8 moving':>10s} {'h16 moving':>11s}")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from models.hooks import Hooks
+from models.world_model.model import to_uint8
 from sim.errors import InputError
 
 
@@ -26,11 +27,6 @@ def _chunk_policy(path: str):
     from sim.evaluate import ExpertChunkPolicy
 
     return ExpertChunkPolicy() if path == "expert" else SimChunkPolicy(path)
-
-
-def _to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """(T, 3, H, W) float in [0, 1] → (T, H, W, 3) uint8."""
-    return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def imagine_policy(wm, policy, first_frame: np.ndarray, proprio: np.ndarray, instruction: str, horizon: int,
@@ -58,7 +54,7 @@ def imagine_policy(wm, policy, first_frame: np.ndarray, proprio: np.ndarray, ins
                 hit, run = detector.update(run, np.array([len(actions)]), probs)
                 if hit[0] >= 0:
                     keep, success_at = int(hit[0]) + 1, len(actions) + int(hit[0]) + 1
-            pred = _to_uint8(decoded[0, :keep])
+            pred = to_uint8(decoded[0, :keep])
             out_frames += list(pred)
             frames += list(pred)
             actions += list(chunk[0, :keep].cpu().numpy())
@@ -182,7 +178,7 @@ def imagine(
                               "verified_reward": reward, "steps": len(wm_frames)})
                 row = [wm_frames, sim_frames]
             elif wm is not None:  # the expert itself: its imagined rollout is the reference
-                wm_frames = _to_uint8(ref_frames[0])
+                wm_frames = to_uint8(ref_frames[0])
                 wm_name = f"{label}_world_model.mp4"
                 write_mp4(out_dir / wm_name, wm_frames)
                 cells.append({"policy": label, "source": "world_model", "video": wm_name, "success": None,

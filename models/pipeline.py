@@ -115,6 +115,11 @@ def make_preset(name: str, **overrides: Any) -> PipelinePreset:
     return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
+def start_policy(root: Path, p: PipelinePreset) -> Path:
+    """The BC checkpoint every fine-tuning stage starts from (and the table's base row)."""
+    return root / "policy" / "base" if p.rft_start == "base" else root / "policy"
+
+
 def _stage_hooks(hooks: Hooks, stage: str) -> Hooks:
     before = sum(WEIGHTS[s] for s in STAGES[: STAGES.index(stage)])
 
@@ -215,7 +220,7 @@ def run_pipeline(
     def rft_stage(h: Hooks, folder: Path) -> dict:
         from models.rft import train_rft
 
-        start = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
+        start = start_policy(root, p)
         return train_rft(str(start), str(root / "world_model"), str(clean), str(folder), steps=p.rft_steps,
                          resume=(folder / "train_state.pt").exists(), hooks=h, preset=p.rft_preset,
                          **p.rft_options)
@@ -223,7 +228,7 @@ def run_pipeline(
     def rl_stage(h: Hooks, folder: Path) -> dict:
         from models.rl import train_rl
 
-        start = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
+        start = start_policy(root, p)
         assert p.rl_preset is not None
         opts = {"tasks": p.tasks, **p.rl_options}
         return train_rl(str(start), str(folder), world="sim", steps=p.rl_steps,
@@ -235,7 +240,7 @@ def run_pipeline(
         from models.policy_io import eval_spec
         from sim.collect import CollectConfig, collect
 
-        start = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
+        start = start_policy(root, p)
         jobs = [("base_det.h5", eval_spec(start), p.rollout_episodes, p.seed + 2),
                 ("base_noisy.h5", eval_spec(start, noise_std=p.rollout_noise), p.rollout_episodes, p.seed + 3),
                 ("expert_after.h5", None, max(1, p.rollout_episodes // 2), p.seed + 4)]
@@ -270,7 +275,7 @@ def run_pipeline(
     def wm_rl_stage(h: Hooks, folder: Path) -> dict:
         from models.rl import train_rl
 
-        start = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
+        start = start_policy(root, p)
         assert p.wm_rl_preset is not None
         opts = {"tasks": p.tasks, **p.wm_rl_options}
         return train_rl(str(start), str(folder), world="wm", steps=p.wm_rl_steps,
@@ -312,7 +317,7 @@ def evaluate_policies(root: Path, p: PipelinePreset, folder: Path, hooks: Hooks)
     from sim.perturb import parse_perturbations
     from sim.video import side_by_side, write_mp4
 
-    base_dir = root / "policy" / "base" if p.rft_start == "base" else root / "policy"
+    base_dir = start_policy(root, p)
     specs = {"base": eval_spec(base_dir), "rft": eval_spec(root / "rft")}
     for name in ("rl", "wm_rl"):
         if (root / name / "config.json").exists():

@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.checkpoint import CheckpointError, load_checkpoint, load_into, read_config, save_checkpoint
+from models.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
 from models.hooks import Hooks, MetricsLog
+from models.world_model.model import to_uint8
 from sim.episodes import DatasetError, EpisodeFile
 from sim.errors import InputError
 
@@ -245,32 +246,41 @@ def imagine_sequences(wm, episodes: list[dict], chunk: int, batch: int = 64, dec
             zs.append(z.half().cpu())
             ps.append(p.float().cpu())
             if decode_all:
-                fs.append((f * 255).round().byte().permute(0, 1, 3, 4, 2).cpu())
+                fs.append(to_uint8(f))
                 frame = f[:, -1]
             else:
                 frame = f
         z_all, p_all = torch.cat(zs, 1), torch.cat(ps, 1)
-        f_all = torch.cat(fs, 1) if decode_all else None
+        f_all = np.concatenate(fs, 1) if decode_all else None
         for j, i in enumerate(idx):
             out[i] = {"z": z_all[j, : lens[j]].clone(), "p": p_all[j, : lens[j]].clone()}
             if f_all is not None:
-                out[i]["frames"] = f_all[j, : lens[j]].numpy()
+                out[i]["frames"] = f_all[j, : lens[j]]
         if progress:
             progress(min(len(order), b0 + batch) / len(order))
     return out
 
 
 @torch.no_grad()
-def build_sequences(wm, episodes: list[dict], imagined: bool, chunk: int, progress=None) -> Sequences:
+def encode_real(wm, episodes: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The encoder's latents (float16) and the proprio of frames 1..T−1 of every episode (after actions 0..T−2)."""
     real_z, real_p = [], []
     for e in episodes:
         x = torch.from_numpy(e["frames"][1:]).permute(0, 3, 1, 2).to(wm.device).float() / 255.0
         real_z.append(torch.cat([wm.ae.encode(x[i : i + 256]).half().cpu() for i in range(0, len(x), 256)]))
         real_p.append(torch.from_numpy(e["proprio"][1:]))
-    imag = imagine_sequences(wm, episodes, chunk, progress=progress) if imagined else [{} for _ in episodes]
+    return real_z, real_p
+
+
+def make_sequences(episodes: list[dict], real: tuple[list, list], imagined: list[dict]) -> Sequences:
     return Sequences(task=[e["task"] for e in episodes], success=[e["success"] for e in episodes],
-                     real_z=real_z, real_p=real_p, imag_z=[d.get("z", torch.zeros(0)) for d in imag],
-                     imag_p=[d.get("p", torch.zeros(0)) for d in imag], policy=[e["policy"] for e in episodes])
+                     real_z=real[0], real_p=real[1], imag_z=[d.get("z", torch.zeros(0)) for d in imagined],
+                     imag_p=[d.get("p", torch.zeros(0)) for d in imagined], policy=[e["policy"] for e in episodes])
+
+
+def build_sequences(wm, episodes: list[dict], imagined: bool, chunk: int, progress=None) -> Sequences:
+    imag = imagine_sequences(wm, episodes, chunk, progress=progress) if imagined else [{} for _ in episodes]
+    return make_sequences(episodes, encode_real(wm, episodes), imag)
 
 
 def _split(tasks: list[str], success: list[bool], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -286,6 +296,14 @@ def _split(tasks: list[str], success: list[bool], fraction: float, seed: int) ->
 
 
 # -- scoring ----------------------------------------------------------------------------------------------
+def view(seq: Sequences, i: int, source: str) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Episode i's (latents, proprio, per-step success labels) on the real frames or in imagination (the real
+    view has no latent after the last action: its frame is not stored)."""
+    if source == "imagined":
+        return seq.imag_z[i], seq.imag_p[i], seq.success[i]
+    return seq.real_z[i], seq.real_p[i], seq.success[i][:-1]
+
+
 @torch.no_grad()
 def sequence_probs(model: SuccessClassifier, z: torch.Tensor, p: torch.Tensor, task: str) -> np.ndarray:
     if len(z) == 0:
@@ -314,10 +332,7 @@ def score_sequences(model: SuccessClassifier, seq: Sequences, rows: np.ndarray, 
     det = detector or model.detector()
     preds, truth, tasks = [], [], []
     for i in rows:
-        if source == "real":
-            z, p, y = seq.real_z[i], seq.real_p[i], seq.success[i][:-1]
-        else:
-            z, p, y = seq.imag_z[i], seq.imag_p[i], seq.success[i]
+        z, p, y = view(seq, i, source)
         preds.append(det.first(sequence_probs(model, z, p, seq.task[i])) > 0)
         truth.append(bool(y.any()))
         tasks.append(seq.task[i])
@@ -342,10 +357,9 @@ def best_threshold(probs: list[np.ndarray], truth: np.ndarray, confirm: int, min
 
 
 def choose_threshold(model: SuccessClassifier, seq: Sequences, rows: np.ndarray, source: str) -> tuple[float, float]:
-    imagined = source == "imagined"
-    probs = [sequence_probs(model, seq.imag_z[i] if imagined else seq.real_z[i],
-                            seq.imag_p[i] if imagined else seq.real_p[i], seq.task[i]) for i in rows]
-    truth = np.array([bool((seq.success[i] if imagined else seq.success[i][:-1]).any()) for i in rows])
+    views = [view(seq, i, source) for i in rows]
+    probs = [sequence_probs(model, z, p, seq.task[i]) for (z, p, _), i in zip(views, rows, strict=True)]
+    truth = np.array([bool(y.any()) for _, _, y in views])
     return best_threshold(probs, truth, model.cfg.confirm, model.cfg.min_steps)
 
 
@@ -377,10 +391,7 @@ def train_reward_model(wm_path: str, dataset: str, out: str, preset: str = "cpu-
     # flat pools of (latent, proprio, task, label) from the training episodes
     zs, ps, ts, ys = [], [], [], []
     for i in train_rows:
-        sources = [(seq.real_z[i], seq.real_p[i], seq.success[i][:-1])]
-        if cfg.imagined:
-            sources.append((seq.imag_z[i], seq.imag_p[i], seq.success[i]))
-        for z, p, y in sources:
+        for z, p, y in [view(seq, i, s) for s in ("real", "imagined")[: 1 + cfg.imagined]]:
             zs.append(z)
             ps.append(p)
             ys.append(torch.from_numpy(y.astype(np.float32)))
@@ -457,7 +468,3 @@ def evaluate_reward_model(path: str, wm_path: str, dataset: str, progress=None) 
             "threshold": model.cfg.threshold, "confirm": model.cfg.confirm, "min_steps": model.cfg.min_steps,
             "real": score_sequences(model, seq, rows, "real"),
             "imagined": score_sequences(model, seq, rows, "imagined")}
-
-
-def reward_model_info(path: str | os.PathLike) -> dict:
-    return read_config(path, KIND)

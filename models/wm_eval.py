@@ -108,6 +108,25 @@ def evaluate_in_imagination(policy: str, wm: str, reward_model: str, tasks: str 
     return out
 
 
+def evaluate_policies_in_imagination(policies: list[str], wm: str, reward_model: str, real: bool = False,
+                                     hooks: Hooks | None = None, **kwargs: Any) -> dict[str, Any]:
+    """evaluate_in_imagination for each policy in turn (stopping early when asked); with `real` and three or more
+    policies, also the imagined-vs-real correlations. `kwargs`: tasks, perturbations, episodes, seed, max_steps."""
+    hooks = hooks or Hooks()
+    reports: list[dict] = []
+    n = len(policies)
+    for k, policy in enumerate(policies):
+        if hooks.should_stop():
+            break
+        sub = Hooks(progress=lambda f, m, k=k: hooks.progress((k + f) / n, f"policy {k + 1}/{n}: {m}"),
+                    should_stop=hooks.should_stop)
+        reports.append(evaluate_in_imagination(policy, wm, reward_model, real=real, hooks=sub, **kwargs))
+    out: dict[str, Any] = {"policies": reports}
+    if real and len(reports) >= 3:
+        out["correlations"] = correlations(reports)
+    return out
+
+
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 3 or x.std() == 0 or y.std() == 0:
         return math.nan

@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from models.world_model.model import to_uint8
 from sim.errors import InputError
 from sim.vector import ChunkResult, StartFrames, StartRequest, VectorSim
 
@@ -147,7 +148,7 @@ class WMWorld:
             executed = int(taken.sum())
             self.done[rows] = self.success[rows] | (self.steps[rows] >= self.max_steps)
             self.anchor[sel] = frame
-            self.obs.frames[rows] = (frame.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            self.obs.frames[rows] = to_uint8(frame)
             self.obs.proprio[rows] = proprio[:, -1].cpu().numpy()
         self.probs.append(probs)
         return StepResult(Observations(self.obs.frames.copy(), self.obs.proprio.copy()), self.success.copy(),

@@ -210,39 +210,27 @@ def _pct(x: float | None) -> str:
 def run_wm_eval(p: WMEvalParams, ctx: RunContext) -> dict:
     """Each policy closed loop inside the world model (and, with `real`, in the simulator) on the held-out
     starts; report.json / report.md tables; imagined-vs-real correlations with three or more policies."""
-    from models.hooks import Hooks
-
-    evaluate = stage("wm_eval", "models.wm_eval", "evaluate_in_imagination")
-    correlations = stage("wm_eval", "models.wm_eval", "correlations")
-    wm = _folder(ctx, p.world_model, "world_model")
-    rm = _folder(ctx, p.reward_model, "reward_model")
-    folders = [(ref, _folder(ctx, ref, "policy")) for ref in p.policies]
-    n = len(folders)
-    reports = []
-    for k, (ref, folder) in enumerate(folders):
-        if ctx.should_stop():
-            break
-        hooks = Hooks(progress=lambda f, m, k=k: ctx.progress((k + f) / n, f"policy {k + 1}/{n} {m}"),
-                      should_stop=ctx.should_stop)
-        rep = evaluate(folder, wm, rm, tasks=",".join(p.tasks), perturbations=",".join(p.perturbations),
-                       episodes=p.episodes, seed=p.seed, max_steps=p.max_steps, real=p.real, hooks=hooks)
-        reports.append({"ref": ref, **rep})
-        ctx.progress((k + 1) / n, f"{ref}: imagined {_pct(rep['imagined']['success'])}"
-                     + (f", real {_pct(rep['real']['success'])}" if "real" in rep else ""))
+    evaluate = stage("wm_eval", "models.wm_eval", "evaluate_policies_in_imagination")
+    refs = list(p.policies)
+    ranked = evaluate([_folder(ctx, ref, "policy") for ref in refs], _folder(ctx, p.world_model, "world_model"),
+                      _folder(ctx, p.reward_model, "reward_model"), real=p.real, hooks=ctx.hooks,
+                      tasks=",".join(p.tasks), perturbations=",".join(p.perturbations), episodes=p.episodes,
+                      seed=p.seed, max_steps=p.max_steps)
+    reports = [{"ref": ref, **rep} for ref, rep in zip(refs, ranked["policies"], strict=False)]
     result: dict = {"policies": reports, "world_model": p.world_model, "reward_model": p.reward_model,
                     "seed": p.seed, "seed_stream": "eval", "episodes": p.episodes, "real": p.real}
-    if p.real and len(reports) >= 3:
-        result["correlations"] = correlations([{k: v for k, v in r.items() if k != "ref"} for r in reports])
+    if "correlations" in ranked:
+        result["correlations"] = ranked["correlations"]
     (ctx.out / "report.json").write_text(json.dumps(result, indent=1, default=float))
     ctx.artifact("table", ctx.out / "report.json")
     lines = ["| policy | imagined success | real success | episode agreement |", "|---|---|---|---|"]
     for r in reports:
         lines.append(f"| {r['ref']} | {_pct(r['imagined']['success'])} | {_pct(r.get('real', {}).get('success'))} | "
                      f"{_pct(r.get('agreement', {}).get('episode_accuracy'))} |")
-    for key, c in result.get("correlations", {}).items():
-        if key == "all":
-            lines += ["", f"Imagined vs real success over {c['policies']} policies: Pearson {c['pearson']:.3f}, "
-                      f"Spearman {c['spearman']:.3f}, mean |gap| {c['mean_abs_gap']:.3f}."]
+    c = result.get("correlations", {}).get("all")
+    if c:
+        lines += ["", f"Imagined vs real success over {c['policies']} policies: Pearson {c['pearson']:.3f}, "
+                  f"Spearman {c['spearman']:.3f}, mean |gap| {c['mean_abs_gap']:.3f}."]
     (ctx.out / "report.md").write_text("\n".join(lines) + "\n")
     ctx.artifact("table", ctx.out / "report.md")
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -214,6 +215,11 @@ class WorldModel(nn.Module):
     def save(self, folder: str | os.PathLike, extra: dict | None = None) -> None:
         config = {"architecture": ARCH, "config": self.cfg.to_json(), **(extra or {})}
         save_checkpoint(folder, KIND, config, self.state_dict())
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """Frames (..., 3, H, W) float in [0, 1] -> (..., H, W, 3) uint8 on the CPU."""
+    return (frames.clamp(0, 1) * 255).round().byte().movedim(-3, -1).cpu().numpy()
 
 
 def load_world_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> WorldModel:
