@@ -1,4 +1,5 @@
-"""The Celery application's configuration. The API sends tasks by name; workers/ registers them.
+"""The Celery application's configuration, and sending and revoking a run's message. The API sends
+tasks by name; workers/ registers them.
 
 Delivery guarantees (see docs/backend.md): a message is acknowledged only after its run ends
 (acks_late), a worker that dies takes no message with it (reject_on_worker_lost, prefetch 1, and
@@ -8,13 +9,16 @@ whether a delivered message still has work to do (runs.task_id), so duplicates a
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+
 from celery import Celery
 from kombu import Exchange, Queue
 
 from backend.core.config import Settings
+from backend.kinds import QUEUES
 
 TASK_NAME = "vlarft.execute_run"
-QUEUES = ("train", "sim")
 EXCHANGE = Exchange("vlarft", type="direct")
 
 
@@ -54,3 +58,27 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
     )
     return app
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def send(celery: Celery, run_id: int, queue: str, task_id: str) -> None:
+    """Queue the message that lets run `run_id` run (its id is the run's task_id)."""
+    try:
+        celery.send_task(TASK_NAME, args=[run_id], queue=queue, routing_key=queue, task_id=task_id)
+    except Exception as exc:  # kombu raises OperationalError and friends
+        raise BrokerUnavailable(f"the broker is unreachable ({type(exc).__name__}: {exc})") from exc
+
+
+def revoke(celery: Celery, task_id: str | None, terminate: bool) -> None:
+    if not task_id:
+        return
+    # The database already records the outcome, and the worker checks it too: a lost broadcast is harmless.
+    with contextlib.suppress(Exception):
+        celery.control.revoke(task_id, terminate=terminate, signal="SIGTERM")

@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from backend.kinds import ACTIVE as ACTIVE  # re-exported for the UI
+from backend.kinds import TERMINAL
 from backend.params import (
     CollectParams,
     CompareParams,
@@ -215,7 +217,7 @@ class StudioClient:
         self._request("DELETE", f"/runs/{run_id}")
 
     def wait(self, run_id: int, timeout: float = 600.0, poll: float = 0.25,
-             until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> RunOut:
+             until: tuple[str, ...] = TERMINAL) -> RunOut:
         """Poll until the run reaches one of `until`; TimeoutError (with the last state) otherwise."""
         deadline = time.monotonic() + timeout
         while True:

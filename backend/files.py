@@ -13,6 +13,11 @@ class UnsafePathError(ValueError):
     pass
 
 
+def run_folder(artifacts: Path, run_id: int) -> Path:
+    """Where a run's files go: $ARTIFACT_DIR/runs/<id>/."""
+    return artifacts / "runs" / str(run_id)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:

@@ -1,21 +1,16 @@
-"""The FastAPI application: `uvicorn backend.main:create_app --factory` (or `vlarft api`).
+"""The FastAPI application: `uvicorn backend.main:create_app --factory`.
 
-Importing this module loads neither torch, mujoco, workers, models nor the frontend. The Gradio
-UI is mounted inside create_app(), only when settings.ui is on and `frontend.app` provides
-`mount(app: FastAPI, path: str) -> None`; it then lives at /ui and talks to this API over HTTP
-through backend.client.
+Importing this module loads neither torch, mujoco, workers, models nor the frontend, and the backend
+never names the frontend: `vlarft api` serves cli.studio_app, which builds this app and mounts the
+Gradio UI at /ui (when settings.ui is on); `/` redirects there, or to /docs without a UI.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
-import logging
 from contextlib import asynccontextmanager, suppress
 
-from fastapi import Depends, FastAPI
-from fastapi.concurrency import run_in_threadpool
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from backend import __version__
@@ -24,9 +19,8 @@ from backend.api.deps import require_token
 from backend.api.routes import catalog, datasets, health, runs
 from backend.celery_app import make_celery
 from backend.core.config import Settings, get_settings
-from backend.store import reap
+from backend.reaper import reaper_loop
 
-log = logging.getLogger("backend")
 API_PREFIX = "/api/v1"
 UI_PATH = "/ui"
 
@@ -64,36 +58,14 @@ class UploadLimit:
         await self.app(scope, receive, send)
 
 
-async def _reaper_loop(settings: Settings, app) -> None:
-    while True:
-        await asyncio.sleep(settings.reaper_interval_s)
-        try:
-            counts = await run_in_threadpool(reap, settings.db_url, app, settings.stale_after_s,
-                                             settings.cancel_grace_s, settings.max_attempts)
-            if any(counts.values()):
-                log.warning("reaper: %s", counts)
-        except Exception:  # keep reaping after a transient database or broker error
-            log.exception("reaper pass failed")
-
-
-def mount_ui(app: FastAPI, settings: Settings) -> bool:
-    if not settings.ui or importlib.util.find_spec("frontend.app") is None:
-        return False
-    module = importlib.import_module("frontend.app")
-    mount = getattr(module, "mount", None)
-    if mount is None:
-        return False
-    mount(app, UI_PATH)
-    return True
-
-
-def create_app(settings: Settings | None = None, *, reaper: bool = True, ui: bool | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, reaper: bool = True) -> FastAPI:
+    """The API; app.state.ui says whether a UI was mounted at UI_PATH (by whoever serves the app)."""
     settings = settings or get_settings()
     settings.ensure_dirs()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        task = asyncio.create_task(_reaper_loop(settings, app.state.celery)) if reaper else None
+        task = asyncio.create_task(reaper_loop(settings, app.state.celery)) if reaper else None
         yield
         if task is not None:
             task.cancel()
@@ -104,6 +76,7 @@ def create_app(settings: Settings | None = None, *, reaper: bool = True, ui: boo
                   docs_url="/docs", openapi_url=f"{API_PREFIX}/openapi.json")
     app.state.settings = settings
     app.state.celery = make_celery(settings)
+    app.state.ui = False
     errors.install(app)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     app.include_router(health.router, prefix=API_PREFIX)
@@ -112,11 +85,8 @@ def create_app(settings: Settings | None = None, *, reaper: bool = True, ui: boo
     app.include_router(datasets.router, prefix=API_PREFIX, dependencies=protected)
     app.include_router(catalog.router, prefix=API_PREFIX, dependencies=protected)
 
-    has_ui = mount_ui(app, settings.model_copy(update={"ui": settings.ui if ui is None else ui}))
-    app.state.ui = has_ui
-
     @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse(UI_PATH if has_ui else "/docs")
+    def root(request: Request) -> RedirectResponse:
+        return RedirectResponse(UI_PATH if request.app.state.ui else "/docs")
 
     return app

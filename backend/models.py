@@ -7,6 +7,7 @@ can move (or be mounted elsewhere by a worker container) without rewriting rows.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -23,12 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from backend.db import UTCDateTime, utcnow
-
-# Stored as strings (runs.kind is a VARCHAR(32)), so a new kind needs no migration.
-KINDS = ("collect", "train_wm", "train_policy", "train_reward", "rft", "evaluate", "wm_eval", "pipeline", "imagine")
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-TERMINAL = ("succeeded", "failed", "cancelled")
-ARTIFACT_KINDS = ("checkpoint", "video", "table", "plot")
+from backend.schemas import DATASET_STATS
 
 # 64-bit ids on PostgreSQL; SQLite only auto-increments INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -57,6 +53,11 @@ class Dataset(Base):
     success_rate: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any], **columns: Any) -> Dataset:
+        """A row with the statistics of sim.episodes.validate_file's summary (`to_json()`) and `columns`."""
+        return cls(**{k: summary[k] for k in DATASET_STATS}, **columns)
+
 
 class Run(Base):
     __tablename__ = "runs"
@@ -66,10 +67,10 @@ class Run(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))  # backend.kinds.KINDS
     name: Mapped[str | None] = mapped_column(String(200))
     params: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # backend.kinds.STATUSES
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str | None] = mapped_column(Text)
@@ -108,7 +109,7 @@ class Artifact(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # backend.kinds.ARTIFACT_KINDS
     name: Mapped[str] = mapped_column(String(500))  # relative to the run's folder; used in URLs
     path: Mapped[str] = mapped_column(String(1000))
     is_dir: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -145,3 +146,8 @@ class RunLog(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     level: Mapped[str] = mapped_column(String(10))
     message: Mapped[str] = mapped_column(Text)
+
+    @classmethod
+    def line(cls, run_id: int, message: str, level: str = "info", time: datetime | None = None) -> RunLog:
+        """A log line; a message longer than 20 000 characters is cut."""
+        return cls(run_id=run_id, level=level, message=message[:20_000], time=time or utcnow())

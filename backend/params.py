@@ -11,9 +11,19 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from backend.kinds import KINDS, Kind, Queue
 from sim.perturb import parse_perturbations
 from sim.tasks import TASK_PRESETS, resolve_tasks
 
@@ -31,11 +41,7 @@ MAX_EPISODE_STEPS = 1000
 POLICY_REF = re.compile(r"^(expert|run:[1-9]\d{0,9}|artifact:[1-9]\d{0,9})$")
 MODEL_REF = re.compile(r"^(run:[1-9]\d{0,9}|artifact:[1-9]\d{0,9})$")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-
-Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Seed of the start states.")]
-Steps = Annotated[int, Field(ge=1, le=10_000_000)]
-DatasetId = Annotated[int, Field(ge=1, description="Id of a dataset (GET /api/v1/datasets).")]
-
+MAX_ID = 2**63 - 1  # ids are 64-bit in the database
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
@@ -68,19 +74,34 @@ def _distinct(v: list, what: str) -> list:
     return v
 
 
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Seed of the start states.")]
+Steps = Annotated[int, Field(ge=1, le=10_000_000)]
+MaxSteps = Annotated[int, Field(ge=1, le=MAX_EPISODE_STEPS, description="Steps before an episode counts as failed.")]
+Episodes = Annotated[int, Field(ge=1, le=1000, description="Episodes per task and perturbation.")]
+Tasks = Annotated[str | list[str], AfterValidator(_tasks), Field(
+    description=f"Task names (comma-separated or a list) or a preset: {', '.join(TASK_PRESETS)}.",
+    examples=["reach-v3", "cpu-quick"])]
+InstructionSet = Annotated[Literal["train", "paraphrase"], Field(
+    description="train: each task's training instruction; paraphrase: its held-out paraphrases.")]
+Preset = Annotated[Literal[STAGE_PRESETS], Field(  # type: ignore[valid-type]
+    description="smoke (seconds) | cpu-quick (a 2-core CPU) | gpu: sizes and step counts of the stage.")]
+DatasetId = Annotated[int, Field(ge=1, le=MAX_ID, description="Id of a dataset (GET /api/v1/datasets).")]
+Perturbations = Annotated[str | list[str], AfterValidator(_perturbations),
+                          Field(description="'all' (the suite) or none / FAMILY:LEVEL items.")]
+ModelRef = Annotated[str, AfterValidator(check_model_ref)]
+PolicyRef = Annotated[str, AfterValidator(check_policy_ref)]
+
+
 class CollectParams(Params):
-    tasks: str | list[str] = Field(
-        description=f"Task names (comma-separated or a list) or a preset: {', '.join(TASK_PRESETS)}.",
-        examples=["reach-v3", ["reach-v3", "push-v3"], "cpu-quick"],
-    )
+    tasks: Tasks = Field(examples=["reach-v3", ["reach-v3", "push-v3"], "cpu-quick"])
     episodes: int = Field(ge=1, le=1000, description="Successful episodes per task.", examples=[2])
     perturbation: str = Field("none", description="none or FAMILY:LEVEL, e.g. object:minor.")
-    action_noise: float = Field(0.0, ge=0.0, le=1.0)
+    action_noise: float = Field(0.0, ge=0.0, le=1.0, description="Std of Gaussian noise added to the expert's actions.")
     seed: Seed = 0
-    camera: Literal[CAMERAS] = "workspace"  # type: ignore[valid-type]
-    image_size: Literal[IMAGE_SIZES] = 64  # type: ignore[valid-type]
-    max_steps: int = Field(200, ge=1, le=MAX_EPISODE_STEPS)
-    keep_failures: bool = False
+    camera: Literal[CAMERAS] = Field("workspace", description="Camera the frames come from.")  # type: ignore[valid-type]
+    image_size: Literal[IMAGE_SIZES] = Field(64, description="Frame size in pixels (square).")  # type: ignore[valid-type]
+    max_steps: MaxSteps = 200
+    keep_failures: bool = Field(False, description="Also keep the episodes where the expert failed.")
     dataset_name: str | None = Field(None, pattern=NAME_PATTERN, description="Name of the dataset it creates.")
     policy: str | None = Field(
         None, description="A policy checkpoint (run:<id> or artifact:<id>) acts instead of the scripted expert, "
@@ -90,11 +111,6 @@ class CollectParams(Params):
                              "dimension in the policy's normalised units (RL's gauss noise).")
     after_success: int = Field(0, ge=0, le=100, description="Keep acting this many steps past the first success "
                                "(frames of success for the reward model).")
-
-    @field_validator("tasks")
-    @classmethod
-    def check_tasks(cls, v):
-        return _tasks(v)
 
     @field_validator("perturbation")
     @classmethod
@@ -119,7 +135,7 @@ class CollectParams(Params):
 
 class TrainParams(Params):
     dataset_id: DatasetId
-    preset: Literal[STAGE_PRESETS] = "cpu-quick"  # type: ignore[valid-type]
+    preset: Preset = "cpu-quick"
     steps: Steps | None = Field(None, description="Override the preset's number of training steps.")
 
 
@@ -161,7 +177,7 @@ class TrainRewardParams(Params):
     dataset_ids: list[DatasetId] = Field(
         min_length=1, max_length=10, description="Episode datasets with per-step success: expert and policy "
         "episodes, failures included, ideally collected with after_success.", examples=[[1, 4]])
-    preset: Literal[STAGE_PRESETS] = "cpu-quick"  # type: ignore[valid-type]
+    preset: Preset = "cpu-quick"
     steps: Steps | None = Field(None, description="Optimiser steps (default: the preset's).")
     imagined: bool = Field(True, description="Also train on the world model's imagination of the same episodes.")
 
@@ -186,6 +202,8 @@ class Options(BaseModel):
 
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+# models.rewards.REWARDS' names, repeated because models imports torch (tests/test_options.py checks them)
+REWARD_SOURCES = ("wm", "sim", "action_l1")
 
 
 class RFTOptions(Options):
@@ -204,12 +222,12 @@ class RFTOptions(Options):
     bc_kl_scale: float | None = Field(None, gt=0.0, le=100.0, description="approx_kl at which the BC term is full.")
     grad_clip: float | None = Field(None, gt=0.0, le=1000.0, description="Gradient-norm clip.")
     update_epochs: int | None = Field(None, ge=1, le=64, description="Optimiser steps per batch of rollouts.")
-    reward_source: Literal["wm", "sim", "action_l1"] | None = Field(
+    reward_source: Literal[REWARD_SOURCES] | None = Field(  # type: ignore[valid-type]
         None, description="Old spelling of world/reward: wm | sim (verified reward there) | action_l1.")
     reward_lambda: float | None = Field(None, ge=0.0, le=100.0, description="Weight of the perceptual term.")
     heldout_fraction: float | None = Field(None, ge=0.0, lt=1.0, description="Episodes kept out of the start states.")
     checkpoint_every: int | None = Field(None, ge=1, le=1_000_000, description="Save a checkpoint every N steps.")
-    seed: Seed | None = None
+    seed: Seed | None = Field(None, description="Seed of the sampling and the start states.")
     threads: int | None = Field(None, ge=0, le=256, description="Torch CPU threads (0: default).")
     device: Literal["auto", "cpu", "cuda"] | None = Field(None, description="Where the learner runs.")
 
@@ -250,7 +268,7 @@ class RLOptions(Options):
     eval_seed: Seed | None = Field(None, description="Seed of the held-out starts (eval stream).")
     checkpoint_every: int | None = Field(None, ge=1, le=1_000_000, description="Save a checkpoint every N steps.")
     max_minutes: float | None = Field(None, ge=0.0, le=100_000.0, description="Wall-clock budget (0: none).")
-    seed: Seed | None = None
+    seed: Seed | None = Field(None, description="Seed of the sampling and the training starts.")
     workers: int | None = Field(None, ge=0, le=256, description="Simulator processes (0: one per core).")
     threads: int | None = Field(None, ge=0, le=256, description="Torch threads of the learner.")
     device: Literal["auto", "cpu", "cuda"] | None = Field(None, description="Where the learner runs.")
@@ -297,7 +315,7 @@ class RFTParams(Params):
         "reward success, where it is required.", examples=["run:5"])
     dataset_id: DatasetId | None = Field(
         None, description="Start states of the one-chunk rewards (the success reward draws its own).")
-    preset: Literal[STAGE_PRESETS] = "cpu-quick"  # type: ignore[valid-type]
+    preset: Preset = "cpu-quick"
     steps: Steps | None = Field(None, description="GRPO steps (default: the preset's).", examples=[50])
     options: dict[str, int | float | str | bool] = Field(
         default_factory=dict, max_length=40,
@@ -365,27 +383,18 @@ class EvaluateParams(Params):
         default_factory=lambda: ["expert"], min_length=1, max_length=2,
         description="One policy, or two evaluated on the same seeded start states.", examples=[["expert"]],
     )
-    tasks: str | list[str] = Field("smoke", examples=["reach-v3", "cpu-quick"])
-    perturbations: str | list[str] = Field("none", description="'all' (the suite) or none / FAMILY:LEVEL items.")
-    episodes: int = Field(10, ge=1, le=1000, description="Episodes per task and perturbation.")
+    tasks: Tasks = "smoke"
+    perturbations: Perturbations = "none"
+    episodes: Episodes = 10
     seed: Seed = 0
-    max_steps: int = Field(200, ge=1, le=MAX_EPISODE_STEPS)
-    instruction_set: Literal["train", "paraphrase"] = "train"
-    instruction: str | None = Field(None, min_length=1, max_length=512)
+    max_steps: MaxSteps = 200
+    instruction_set: InstructionSet = "train"
+    instruction: str | None = Field(None, min_length=1, max_length=512,
+                                    description="One free-text instruction for every episode (default: the task's).")
     videos_per_cell: int = Field(1, ge=0, le=10, description="Episodes per task and perturbation kept as video.")
     exclude_dataset_ids: list[DatasetId] = Field(
         default_factory=list, max_length=20, description="Datasets whose start states must not be evaluated on."
     )
-
-    @field_validator("tasks")
-    @classmethod
-    def check_tasks(cls, v):
-        return _tasks(v)
-
-    @field_validator("perturbations")
-    @classmethod
-    def check_perturbations(cls, v):
-        return _perturbations(v)
 
     @field_validator("policies")
     @classmethod
@@ -408,30 +417,15 @@ class EvaluateParams(Params):
 class CompareParams(Params):
     """Two policies on one perturbation grid and the same seeded start states."""
 
-    policy_a: str = Field(examples=["expert"])
-    policy_b: str = Field(examples=["run:4"])
-    tasks: str | list[str] = "smoke"
-    perturbations: str | list[str] = Field("all", description="'all' or a list of none / FAMILY:LEVEL.")
-    episodes: int = Field(10, ge=1, le=1000)
+    policy_a: PolicyRef = Field(description="First policy: expert, run:<id> or artifact:<id>.", examples=["expert"])
+    policy_b: PolicyRef = Field(description="Second policy, evaluated on the same starts.", examples=["run:4"])
+    tasks: Tasks = "smoke"
+    perturbations: Perturbations = "all"
+    episodes: Episodes = 10
     seed: Seed = 0
-    max_steps: int = Field(200, ge=1, le=MAX_EPISODE_STEPS)
-    instruction_set: Literal["train", "paraphrase"] = "train"
-    videos_per_cell: int = Field(1, ge=0, le=10)
-
-    @field_validator("policy_a", "policy_b")
-    @classmethod
-    def check_refs(cls, v):
-        return check_policy_ref(v)
-
-    @field_validator("tasks")
-    @classmethod
-    def check_tasks(cls, v):
-        return _tasks(v)
-
-    @field_validator("perturbations")
-    @classmethod
-    def check_perturbations(cls, v):
-        return _perturbations(v)
+    max_steps: MaxSteps = 200
+    instruction_set: InstructionSet = "train"
+    videos_per_cell: int = Field(1, ge=0, le=10, description="Episodes per task and perturbation kept as video.")
 
     @field_validator("policy_b")
     @classmethod
@@ -455,13 +449,13 @@ class WMEvalParams(Params):
     policies: list[str] = Field(min_length=1, max_length=8, description="Policy checkpoints (run:<id> or "
                                 "artifact:<id>); three or more with `real` also give imagined-vs-real correlations.",
                                 examples=[["run:3", "run:6"]])
-    world_model: str = Field(description="World model (run:<id> or artifact:<id>).", examples=["run:2"])
-    reward_model: str = Field(description="Its success reward model (a train_reward run).", examples=["run:5"])
-    tasks: str | list[str] = Field("cpu-quick", examples=["reach-v3", "cpu-quick"])
-    perturbations: str | list[str] = Field("none", description="'all' (the suite) or none / FAMILY:LEVEL items.")
-    episodes: int = Field(20, ge=1, le=1000, description="Episodes per task and perturbation.")
+    world_model: ModelRef = Field(description="World model (run:<id> or artifact:<id>).", examples=["run:2"])
+    reward_model: ModelRef = Field(description="Its success reward model (a train_reward run).", examples=["run:5"])
+    tasks: Tasks = "cpu-quick"
+    perturbations: Perturbations = "none"
+    episodes: Episodes = 20
     seed: Seed = 0
-    max_steps: int = Field(200, ge=1, le=MAX_EPISODE_STEPS)
+    max_steps: MaxSteps = 200
     real: bool = Field(True, description="Also run the same starts in the simulator (imagined vs real).")
 
     @field_validator("policies")
@@ -471,24 +465,11 @@ class WMEvalParams(Params):
             check_model_ref(ref)
         return _distinct(v, "policies")
 
-    @field_validator("world_model", "reward_model")
-    @classmethod
-    def check_refs(cls, v):
-        return check_model_ref(v)
-
-    @field_validator("tasks")
-    @classmethod
-    def check_tasks(cls, v):
-        return _tasks(v)
-
-    @field_validator("perturbations")
-    @classmethod
-    def check_perturbations(cls, v):
-        return _perturbations(v)
-
 
 class PipelineParams(Params):
-    preset: Literal[PIPELINE_PRESETS] = "smoke"  # type: ignore[valid-type]
+    preset: Literal[PIPELINE_PRESETS] = Field(  # type: ignore[valid-type]
+        "smoke", description="smoke (< 2 min) | cpu-quick | cpu-quick-rl (+ closed-loop RL) | cpu-quick-wm "
+        "(+ RL in the world model) | mt10-gpu.")
 
 
 class ImagineParams(Params):
@@ -576,7 +557,7 @@ class ImagineParams(Params):
         return names[0]
 
 
-PARAMS: dict[str, type[Params]] = {
+PARAMS: dict[Kind, type[Params]] = {
     "collect": CollectParams,
     "train_wm": TrainWMParams,
     "train_policy": TrainParams,
@@ -588,12 +569,13 @@ PARAMS: dict[str, type[Params]] = {
     "imagine": ImagineParams,
 }
 
-# Which Celery queue runs each kind: `sim` is CPU work in the simulator, `train` wants a GPU.
-QUEUE_OF = {
+QUEUE_OF: dict[Kind, Queue] = {  # the Celery queue of each kind
     "collect": "sim", "evaluate": "sim",
     "train_wm": "train", "train_policy": "train", "rft": "train", "pipeline": "train", "imagine": "train",
     "train_reward": "train", "wm_eval": "train",
 }
+
+assert set(PARAMS) == set(QUEUE_OF) == set(KINDS), "every kind of run needs its params and its queue"
 
 
 def _where(loc) -> str:
@@ -620,6 +602,6 @@ def describe_errors(errors: list[dict], prefix: str = "") -> str:
     return "; ".join(parts) + more
 
 
-def parse_params(kind: str, data: dict) -> Params:
+def parse_params(kind: Kind, data: dict) -> Params:
     """Validate stored (already normalised) parameters again, e.g. inside a worker."""
     return PARAMS[kind].model_validate(data, strict=False)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from backend.kinds import TERMINAL, Kind, Status
 from backend.params import (
     CollectParams,
     EvaluateParams,
@@ -18,12 +19,14 @@ from backend.params import (
     TrainWMParams,
     WMEvalParams,
 )
+from sim.episodes import DatasetSummary
 
 T = TypeVar("T")
 
-Kind = Literal["collect", "train_wm", "train_policy", "train_reward", "rft", "evaluate", "wm_eval", "pipeline",
-               "imagine"]
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# What a dataset row keeps of its file's summary: every field of sim.episodes.DatasetSummary but where the
+# file was read and its format version.
+DATASET_STATS: dict[str, Any] = {name: hint for name, hint in get_type_hints(DatasetSummary).items()
+                                 if name not in ("path", "format_version")}
 
 
 class Out(BaseModel):
@@ -59,24 +62,15 @@ class RunOut(Out):
 
     @property
     def done(self) -> bool:
-        return self.status in ("succeeded", "failed", "cancelled")
+        return self.status in TERMINAL
 
 
-class DatasetOut(Out):
-    id: int
-    name: str
-    source: str
-    run_id: int | None
-    size: int
-    sha256: str
-    episodes: int
-    steps: int
-    tasks: dict[str, int]
-    image_size: int
-    camera: str
-    action_dim: int
-    success_rate: float
-    created_at: datetime
+# A row of the datasets table: id, name, origin, file, the statistics above (in their order), creation time.
+DatasetOut = create_model(
+    "DatasetOut", __base__=Out, id=(int, ...), name=(str, ...), source=(str, ...), run_id=(int | None, ...),
+    size=(int, ...), sha256=(str, ...), **{k: (hint, ...) for k, hint in DATASET_STATS.items()},
+    created_at=(datetime, ...),
+)
 
 
 class ArtifactOut(Out):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.progress import progress_bar
+from cli.progress import fraction_bar
 
 
 def register(app: typer.Typer) -> None:
@@ -62,10 +62,10 @@ def train_policy(
     if device is not None:
         overrides["device"] = device
     paths = ",".join(dataset)
-    with progress_bar("training policy", 1000) as update:
+    with fraction_bar("training policy") as progress:
         from models.hooks import Hooks
 
-        hooks = Hooks(progress=lambda frac, msg: update(int(frac * 1000), 1000, msg))
+        hooks = Hooks(progress=progress)
         summary = run(paths, str(out), preset=preset, steps=steps, resume=resume, hooks=hooks, **overrides)
     if json_out:
         typer.echo(json.dumps(summary))

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from cli.args import check_report_file, emit_report, require_checkpoint
-from cli.progress import progress_bar
+from cli.progress import fraction_bar
 
 
 def register(app: typer.Typer) -> None:
@@ -37,10 +37,10 @@ def train_reward(
     from models.reward_model import train_reward_model
 
     require_checkpoint("--wm", wm)
-    with progress_bar("train-reward", 1000) as update:
+    with fraction_bar("train-reward") as progress:
         from models.hooks import Hooks
 
-        hooks = Hooks(progress=lambda f, m: update(int(f * 1000), 1000, m))
+        hooks = Hooks(progress=progress)
         summary = train_reward_model(str(wm), dataset, str(out), preset=preset, hooks=hooks, steps=steps,
                                      imagined=imagined, min_steps=min_steps, confirm=confirm)
     if json_out:
@@ -69,9 +69,8 @@ def eval_reward(
     require_checkpoint("--reward-model", reward_model)
     require_checkpoint("--wm", wm)
     check_report_file(out)
-    with progress_bar("eval-reward", 1000) as update:
-        report = evaluate_reward_model(str(reward_model), str(wm), dataset,
-                                       progress=lambda f: update(int(f * 1000), 1000, "imagining"))
+    with fraction_bar("eval-reward", label="imagining") as progress:
+        report = evaluate_reward_model(str(reward_model), str(wm), dataset, progress=progress)
     if emit_report(report, out, json_out):
         return
     typer.echo(f"{'set':10s} {'task':24s} {'episodes':>8s} {'successes':>9s} {'precision':>9s} {'recall':>7s} "
@@ -110,10 +109,10 @@ def wm_eval(
     if max_steps < 1:
         raise InputError(f"--max-steps must be positive, got {max_steps}")
     eval_requests(tasks, perturb, episodes, seed)  # checks tasks, perturbations and episodes up front
-    with progress_bar("wm-eval", 1000) as update:
+    with fraction_bar("wm-eval") as progress:
         result = evaluate_policies_in_imagination(
             [str(p) for p in policy], str(wm), str(reward_model), real=real,
-            hooks=Hooks(progress=lambda f, m: update(int(f * 1000), 1000, m)), tasks=tasks, perturbations=perturb,
+            hooks=Hooks(progress=progress), tasks=tasks, perturbations=perturb,
             episodes=episodes, seed=seed, max_steps=max_steps)
     reports = result["policies"]
     if emit_report(result, out, json_out):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
-from cli.args import require_checkpoint
-from cli.progress import progress_bar
+from backend.params import REWARD_SOURCES, REWARDS, WORLDS, RFTOptions, RLOptions
+from cli.args import flag, model_flags, require_checkpoint, validate_flags
+from cli.progress import fraction_bar
 
 
 def register(app: typer.Typer) -> None:
@@ -16,6 +17,7 @@ def register(app: typer.Typer) -> None:
     app.command("pipeline")(pipeline)
 
 
+@model_flags({"--reward success": RLOptions, "one-chunk rewards": RFTOptions})
 def rft(
     policy: Path = typer.Option(..., help="Policy checkpoint folder to fine-tune."),
     out: Path = typer.Option(..., help="Output folder (a policy checkpoint)."),
@@ -29,57 +31,28 @@ def rft(
                                       "--reward success: it decides when an imagined episode has succeeded."),
     steps: int = typer.Option(None, help="GRPO steps (default: the preset's)."),
     preset: str = typer.Option("cpu-quick", help="smoke | cpu-quick | gpu"),
-    reward_source: str = typer.Option(None, help="Old spelling of --world/--reward for the one-chunk reward: "
-                                      "wm | sim | action_l1."),
-    group_size: int = typer.Option(None, help="G: samples (chunks or episodes) per start state."),
-    batch_size: int = typer.Option(None, help="B: start states per step (per round, with --reward success)."),
-    lr_head: float = typer.Option(None, help="Learning rate of the action head and its projections."),
-    lr_sigma: float = typer.Option(None, help="Learning rate of the σ-net (one-chunk rewards)."),
-    reward_lambda: float = typer.Option(None, help="Weight of the perceptual term in the verified reward."),
-    update_epochs: int = typer.Option(None, help="Optimiser passes over each batch of rollouts."),
-    seed: int = typer.Option(None),
-    checkpoint_every: int = typer.Option(None, help="Save a checkpoint every N steps."),
-    tasks: str = typer.Option(None, help="success: tasks (names or a preset) the episodes start in."),
-    perturbations: str = typer.Option(None, help="success: training starts cycle through these (none, FAMILY:LEVEL)."),
-    max_steps: int = typer.Option(None, help="success: episode cap in environment steps."),
-    max_rounds: int = typer.Option(None, help="success: dynamic sampling, rounds of fresh starts per step at most."),
-    min_mixed: int = typer.Option(None, help="success: stop sampling once this many groups have mixed outcomes."),
-    noise: str = typer.Option(None, help="success: gauss (ODE mean + learned σ) | sde (the paper's σ-net)."),
-    init_std: float = typer.Option(None, help="success: initial σ in normalised action units."),
-    explore_chunks: int = typer.Option(None, help="success: 0 = every chunk explores; k = only k consecutive chunks "
-                                       "per episode (the rest deterministic), shared by the group."),
-    explore_window: int = typer.Option(None, help="success: the explored chunks start in [0, window)."),
-    lr_std: float = typer.Option(None, help="success: learning rate of the noise scale."),
-    minibatches: int = typer.Option(None, help="success: mini-batches per pass."),
-    kl_coef: float = typer.Option(None, help="success: weight of KL(policy ‖ base policy)."),
-    clip_low: float = typer.Option(None, help="success: PPO clip below 1."),
-    clip_high: float = typer.Option(None, help="success: PPO clip above 1."),
-    speed_bonus: float = typer.Option(
-        None, help="success: reward = success·(1 − bonus·steps/max_steps); 0: plain 0/1."),
-    eval_every: int = typer.Option(None, help="success: held-out success every N steps (0: never)."),
-    eval_episodes: int = typer.Option(None, help="success: held-out episodes per task."),
-    workers: int = typer.Option(None, help="success: simulator processes (0: one per core)."),
-    max_minutes: float = typer.Option(None, help="success: stop (with a checkpoint) after this many minutes."),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    options: dict | None = None,
 ) -> None:
-    """Fine-tune a policy with GRPO: closed-loop episodes with a success reward, or the paper's one-chunk reward."""
+    """Fine-tune a policy with GRPO: closed-loop episodes with a success reward, or the paper's one-chunk reward.
+
+    The algorithm flags are the fields of the API's RLOptions (--reward success) and RFTOptions (the one-chunk
+    rewards), with the same bounds."""
     from models.hooks import Hooks
     from sim.errors import InputError
 
-    world, reward = resolve_world_reward(world, reward, reward_source)
-    shared = {"group_size": group_size, "batch_size": batch_size, "lr_head": lr_head,
-              "update_epochs": update_epochs, "seed": seed, "checkpoint_every": checkpoint_every}
-    rl_only = {"tasks": tasks, "perturbations": perturbations, "max_steps": max_steps, "max_rounds": max_rounds,
-               "min_mixed": min_mixed, "noise": noise, "init_std": init_std, "explore_chunks": explore_chunks,
-               "explore_window": explore_window, "lr_std": lr_std, "minibatches": minibatches,
-               "kl_coef": kl_coef, "clip_low": clip_low, "clip_high": clip_high, "speed_bonus": speed_bonus,
-               "eval_every": eval_every, "eval_episodes": eval_episodes, "workers": workers,
-               "max_minutes": max_minutes}
-    # every option is checked before anything runs
+    options = dict(options or {})
+    world, reward = resolve_world_reward(world, reward, options.pop("reward_source", None))
+    model = RLOptions if reward == "success" else RFTOptions
+    for name in options:
+        if name not in model.model_fields:
+            applies = "--reward success" if name in RLOptions.model_fields else "the one-chunk rewards"
+            raise InputError(f"{flag(name)} applies only to {applies}, not --reward {reward}")
+    opts = validate_flags(model, options)  # every option is checked before anything runs
     if reward == "success":
-        for name, value in (("--dataset", dataset), ("--lr-sigma", lr_sigma), ("--reward-lambda", reward_lambda),
-                            *((("--wm", wm), ("--reward-model", reward_model)) if world == "sim" else ())):
+        for name, value in (("--dataset", dataset), *((("--wm", wm), ("--reward-model", reward_model))
+                                                      if world == "sim" else ())):
             if value is not None:
                 raise InputError(f"{name} does not apply to --reward success in --world {world}")
         if world == "wm":
@@ -90,19 +63,16 @@ def rft(
     else:
         if reward_model is not None:
             raise InputError("--reward-model applies only to --world wm --reward success")
-        for name, value in rl_only.items():
-            if value is not None:
-                raise InputError(f"--{name.replace('_', '-')} applies only to --reward success")
         if dataset is None:
             raise InputError(f"--dataset is required with --reward {reward}")
-    with progress_bar(f"rft {world}/{reward}", 1000) as update:
-        hooks = Hooks(progress=lambda frac, msg: update(int(frac * 1000), 1000, msg))
+    with fraction_bar(f"rft {world}/{reward}") as progress:
+        hooks = Hooks(progress=progress)
         if reward == "success":
             from models.rl import train_rl
 
             summary = train_rl(str(policy), str(out), world=world, steps=steps, resume=resume, hooks=hooks,
                                preset=preset, wm=str(wm) if wm else None,
-                               reward_model=str(reward_model) if reward_model else None, **shared, **rl_only)
+                               reward_model=str(reward_model) if reward_model else None, **opts)
             line = (f"wrote {summary['out']} after {summary['steps']} steps ({summary['seconds_per_step']:.1f} s/step, "
                     f"{summary['env_steps']} real environment steps, {summary['world_steps']} in the world); "
                     f"held-out success in the simulator {summary['heldout_first']:.2f} → {summary['heldout_last']:.2f}")
@@ -114,16 +84,11 @@ def rft(
 
             source = "action_l1" if reward == "action_l1" else world
             summary = train_rft(str(policy), str(wm) if wm else None, str(dataset), str(out), steps=steps,
-                                resume=resume, hooks=hooks, preset=preset, reward_source=source, lr_sigma=lr_sigma,
-                                reward_lambda=reward_lambda, **shared)
+                                resume=resume, hooks=hooks, preset=preset, reward_source=source, **opts)
             line = (f"wrote {summary['out']} after {summary['steps']} steps "
                     f"({summary['seconds_per_step']:.2f} s/step); "
                     f"reward {summary['reward_first']:.4f} → {summary['reward_last']:.4f}")
     typer.echo(json.dumps(summary) if json_out else line)
-
-
-WORLDS = ("wm", "sim")
-REWARDS = ("verified", "success", "action_l1")
 
 
 def resolve_world_reward(world: str, reward: str, reward_source: str | None) -> tuple[str, str]:
@@ -131,8 +96,8 @@ def resolve_world_reward(world: str, reward: str, reward_source: str | None) -> 
     from sim.errors import InputError
 
     if reward_source is not None:
-        if reward_source not in ("wm", "sim", "action_l1"):
-            raise InputError(f"reward source must be one of wm, sim, action_l1, got {reward_source!r}")
+        if reward_source not in REWARD_SOURCES:
+            raise InputError(f"reward source must be one of {', '.join(REWARD_SOURCES)}, got {reward_source!r}")
         world, reward = ("wm", "action_l1") if reward_source == "action_l1" else (reward_source, "verified")
     if world not in WORLDS:
         raise InputError(f"--world must be one of {', '.join(WORLDS)}, got {world!r}")
@@ -161,8 +126,8 @@ def pipeline(
     for name, value in (("--rft-steps", rft_steps), ("--rl-steps", rl_steps)):
         if value is not None and value <= 0:
             raise InputError(f"{name} must be positive, got {value}")
-    with progress_bar(f"pipeline {preset}", 1000) as update:
-        hooks = Hooks(progress=lambda frac, msg: update(int(frac * 1000), 1000, msg))
+    with fraction_bar(f"pipeline {preset}") as progress:
+        hooks = Hooks(progress=progress)
         summary = run_pipeline(preset, str(out), resume=resume, hooks=hooks, eval_episodes=eval_episodes,
                                rft_steps=rft_steps, rl_steps=rl_steps)
     if json_out:

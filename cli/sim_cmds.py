@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from backend.params import CAMERAS, IMAGE_SIZES, CollectParams, EvaluateParams
+from cli.args import check_fields, field_help
 from cli.progress import progress_bar
 
 
@@ -38,35 +40,31 @@ def tasks(
 
 def collect(
     tasks: str = typer.Option(..., help="Comma-separated task names or a preset (smoke, cpu-quick, mt10)."),
-    episodes: int = typer.Option(..., help="Successful episodes per task."),
+    episodes: int = typer.Option(..., help=field_help(CollectParams, "episodes")),
     out: Path = typer.Option(..., help="Output HDF5 file."),
     perturb: str = typer.Option("none", help="Perturbation of the start states: none or FAMILY:LEVEL."),
-    action_noise: float = typer.Option(0.0, help="Std of Gaussian noise added to executed actions."),
+    action_noise: float = typer.Option(0.0, help=field_help(CollectParams, "action_noise")),
     seed: int = typer.Option(0, help="Seed of the start states and the action noise."),
-    camera: str = typer.Option("workspace", help="Camera: workspace, corner, corner2, corner3, corner4, ..."),
-    image_size: int = typer.Option(64, help="Frame size: 64, 128 or 224."),
-    max_steps: int = typer.Option(200, help="Steps before an episode counts as failed."),
-    keep_failures: bool = typer.Option(False, help="Also keep episodes where the expert failed."),
+    camera: str = typer.Option("workspace", help=f"Camera: {', '.join(CAMERAS)}."),
+    image_size: int = typer.Option(64, help=f"Frame size: {', '.join(map(str, IMAGE_SIZES))}."),
+    max_steps: int = typer.Option(200, help=field_help(CollectParams, "max_steps")),
+    keep_failures: bool = typer.Option(False, help=field_help(CollectParams, "keep_failures")),
     workers: int = typer.Option(0, help="Simulator processes (0: one per core)."),
     policy: Path = typer.Option(None, help="A policy checkpoint acts instead of the expert (re-planning every "
                                 "chunk); every episode is kept, failures too, with the expert's action as label."),
-    noise_std: float = typer.Option(0.0, help="With --policy: exploration noise per action dimension, in the "
-                                    "policy's normalised units (RL's gauss noise)."),
-    after_success: int = typer.Option(0, help="Keep acting this many steps past the first success (success frames "
-                                      "for `vlarft train-reward`)."),
+    noise_std: float = typer.Option(0.0, help=field_help(CollectParams, "noise_std")),
+    after_success: int = typer.Option(0, help=field_help(CollectParams, "after_success")),
     json_out: bool = typer.Option(False, "--json", help="Print the dataset summary as JSON."),
 ) -> None:
     """Record scripted-expert (or a policy's own) episodes from fresh seeded start states."""
     from sim.collect import CollectConfig
     from sim.collect import collect as run_collect
-    from sim.env import CAMERAS, IMAGE_SIZES
     from sim.episodes import check_writable
     from sim.errors import InputError
 
-    if camera not in CAMERAS:
-        raise InputError(f"unknown camera '{camera}': choose from {', '.join(CAMERAS)}")
-    if image_size not in IMAGE_SIZES:
-        raise InputError(f"--image-size must be one of {IMAGE_SIZES}, got {image_size}")
+    check_fields(CollectParams, {"episodes": episodes, "action_noise": action_noise, "seed": seed, "camera": camera,
+                                 "image_size": image_size, "max_steps": max_steps, "noise_std": noise_std,
+                                 "after_success": after_success})
     spec = None
     if policy is not None:
         from models.policy_io import eval_spec
@@ -119,14 +117,14 @@ def sim_eval(
     policy: str = typer.Option("expert", help="'expert' or a policy checkpoint folder."),
     tasks: str = typer.Option("cpu-quick", help="Comma-separated task names or a preset."),
     perturb: str = typer.Option("none", help="'all' (the suite), or comma-separated none / FAMILY:LEVEL."),
-    episodes: int = typer.Option(20, help="Episodes per task and perturbation."),
+    episodes: int = typer.Option(20, help=field_help(EvaluateParams, "episodes")),
     seed: int = typer.Option(0, help="Evaluation seed (start states come from a stream disjoint from collect)."),
-    max_steps: int = typer.Option(200, help="Steps before an episode counts as failed."),
+    max_steps: int = typer.Option(200, help=field_help(EvaluateParams, "max_steps")),
     instruction: str = typer.Option(None, help="Free-text instruction used for every episode."),
     paraphrases: bool = typer.Option(False, help="Use the held-out paraphrases instead of training instructions."),
     exclude_dataset: list[Path] = typer.Option([], help="Dataset(s) whose starts must not appear (checked)."),
     video: Path = typer.Option(None, help="Folder for MP4s of the first episodes of each cell."),
-    videos_per_cell: int = typer.Option(1, help="Episodes per task and perturbation written as video."),
+    videos_per_cell: int = typer.Option(1, help=field_help(EvaluateParams, "videos_per_cell")),
     workers: int = typer.Option(0, help="Simulator processes (0: one per core)."),
     json_out: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     out: Path = typer.Option(None, help="Also write the JSON report to this file."),
@@ -135,6 +133,8 @@ def sim_eval(
     from sim.evaluate import EXPERT, EvalConfig, evaluate
     from sim.perturb import parse_perturbations
 
+    check_fields(EvaluateParams, {"episodes": episodes, "seed": seed, "max_steps": max_steps,
+                                  "videos_per_cell": videos_per_cell})
     if policy == "expert":
         spec = EXPERT
     else:

@@ -20,7 +20,7 @@ import uuid
 
 import typer
 
-QUEUES = ("train", "sim")
+from backend.kinds import QUEUES
 
 
 def register(app: typer.Typer) -> None:
@@ -105,7 +105,7 @@ def api(
         typer.echo(f"warning: {exc}; runs cannot be queued until it answers", err=True)
     os.environ["VLARFT_UI"] = "1" if ui else "0"
     os.environ.setdefault("VLARFT_API_URL", f"http://{host}:{port}")
-    uvicorn.run("backend.main:create_app", factory=True, host=host, port=port, workers=processes,
+    uvicorn.run("cli.studio_app:create_app", factory=True, host=host, port=port, workers=processes,
                 log_level=log_level, timeout_graceful_shutdown=5)
 
 

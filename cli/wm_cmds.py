@@ -13,12 +13,6 @@ def register(app: typer.Typer) -> None:
     app.command("eval-wm")(eval_wm)
 
 
-def _bar(description: str):
-    from cli.progress import progress_bar
-
-    return progress_bar(description, 1000)
-
-
 def train_wm(
     dataset: str = typer.Option(..., help="Episode file(s), comma-separated (same camera and image size)."),
     out: Path = typer.Option(..., help="Output folder: checkpoint, train_state.pt, metrics.jsonl."),
@@ -32,11 +26,12 @@ def train_wm(
     json_out: bool = typer.Option(False, "--json", help="Print the training summary as JSON."),
 ) -> None:
     """Train the action-conditioned world model (frame autoencoder + latent dynamics), or fine-tune one (--init)."""
+    from cli.progress import fraction_bar
     from models.hooks import Hooks
     from models.world_model.train import train_world_model
 
-    with _bar("train-wm") as update:
-        hooks = Hooks(progress=lambda f, m: update(int(f * 1000), 1000, m))
+    with fraction_bar("train-wm") as progress:
+        hooks = Hooks(progress=progress)
         summary = train_world_model(str(dataset), str(out), preset=preset, steps=steps, resume=resume,
                                     hooks=hooks, heldout=heldout,
                                     **({"init_from": str(init)} if init is not None else {}))
@@ -66,6 +61,7 @@ def eval_wm(
 ) -> None:
     """Evaluate a world model on held-out episodes: frame quality, action sensitivity, reward fidelity, speed."""
     from cli.args import check_report_file, emit_report
+    from cli.progress import fraction_bar
     from models.world_model.evaluate import evaluate_world_model
     from models.world_model.fidelity import FidelityConfig
     from sim.errors import InputError
@@ -74,11 +70,11 @@ def eval_wm(
         raise InputError("--windows and --fidelity-states must be positive")
     check_report_file(out)
     fcfg = FidelityConfig(interaction_states=fidelity_states, other_states=max(1, fidelity_states // 2))
-    with _bar("eval-wm") as update:
+    with fraction_bar("eval-wm") as progress:
         report = evaluate_world_model(str(wm), str(dataset), max_windows=windows,
                                       video=str(video) if video else None, fidelity=fidelity, fidelity_config=fcfg,
                                       measure_throughput=throughput, png=str(png) if png else None,
-                                      progress=lambda f, m: update(int(f * 1000), 1000, m))
+                                      progress=progress)
     if emit_report(report, out, json_out):
         return
     rows = report["frames"]["rows"]

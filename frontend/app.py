@@ -1,4 +1,4 @@
-"""The studio's web UI (Gradio 6 Blocks), mounted in the FastAPI app at /ui by backend.main.
+"""The studio's web UI (Gradio 6 Blocks), mounted in the API's FastAPI app at /ui by cli.studio_app.
 
 It is a client of the REST API like any script (backend.client over HTTP, at VLARFT_API_URL), so it
 runs wherever the API runs. Fully offline: no analytics, no fonts or scripts from the internet.
@@ -87,7 +87,7 @@ def build() -> gr.Blocks:
 
 
 def mount(app: FastAPI, path: str) -> None:
-    """Serve the UI at `path` inside the API's FastAPI app (called by backend.main.create_app)."""
+    """Serve the UI at `path` inside the API's FastAPI app (called by cli.studio_app.create_app)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     demo = build()
     demo.queue(default_concurrency_limit=16)

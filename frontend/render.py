@@ -9,8 +9,6 @@ from html import escape
 
 from backend.client import ArtifactOut, DatasetOut, EpisodeOut, RunOut
 
-ACTIVE = ("queued", "running")
-
 
 def notice(message: str, kind: str = "error") -> str:
     """A message box; kind: error | ok | info."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from backend.client import RunOut, StudioClient
+from backend.client import ACTIVE, RunOut, StudioClient
 from frontend import charts, presets, render
 from frontend.api import cached_artifact, client, guard
 from frontend.loaders import Loader
@@ -194,7 +194,7 @@ def build(token: gr.State) -> Loader:
             d.update(metric_id=0, series={})
         d["attempt"] = run.attempt
         changed = fresh or run.status != d["status"] or run.progress != d["progress"]
-        active = run.status in render.ACTIVE
+        active = run.status in ACTIVE
         out_curves = out_logs = out_arts = out_pick = out_success = out_md = out_vpick = gr.skip()
         if (fresh or active or changed) and (_merge(d, c, run_id) or fresh):
             out_curves = charts.metrics_figure(d["series"], run.name or f"run #{run.id}")

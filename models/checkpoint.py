@@ -32,6 +32,18 @@ def _atomic(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def output_folder(out: str | os.PathLike, create: bool = True) -> Path:
+    """The run's output folder, checked before anything is written: a writable folder (created if missing)."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output {folder} exists and is not a folder")
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"output folder {folder} is not writable")
+    return folder
+
+
 def save_checkpoint(
     folder: str | os.PathLike, kind: str, config: dict[str, Any], state_dict: dict[str, torch.Tensor]
 ) -> Path:

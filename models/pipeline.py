@@ -313,56 +313,46 @@ def evaluate_policies(root: Path, p: PipelinePreset, folder: Path, hooks: Hooks)
     """Base and every fine-tuned policy on the same evaluation starts; side-by-side videos (base | RFT [| RL])
     where the outcomes differ first."""
     from models.policy_io import eval_spec
-    from sim.evaluate import EvalConfig, evaluate
+    from sim.evaluate import EvalConfig, EvalReport, compare, write_side_by_side
     from sim.perturb import parse_perturbations
-    from sim.video import side_by_side, write_mp4
 
-    base_dir = start_policy(root, p)
-    specs = {"base": eval_spec(base_dir), "rft": eval_spec(root / "rft")}
+    specs = {"base": eval_spec(start_policy(root, p)), "rft": eval_spec(root / "rft")}
     for name in ("rl", "wm_rl"):
         if (root / name / "config.json").exists():
             specs[name] = eval_spec(root / name)
-    reports = {}
     training_data = tuple(str(x) for d in ("collect", "rollouts") for x in (root / d).glob("*.h5"))
-    for i, (name, spec) in enumerate(specs.items()):
-        cfg = EvalConfig(tasks=p.tasks, perturbations=parse_perturbations(p.perturbations), episodes=p.eval_episodes,
-                         seed=p.seed, max_steps=p.eval_max_steps, keep_frames=1,
-                         exclude_datasets=training_data)
+    cfg = EvalConfig(tasks=p.tasks, perturbations=parse_perturbations(p.perturbations), episodes=p.eval_episodes,
+                     seed=p.seed, max_steps=p.eval_max_steps, keep_frames=1, exclude_datasets=training_data)
 
-        def progress(done: int, total: int, task: str, i: int = i, name: str = name) -> None:
-            if hooks.should_stop():
-                raise Stopped("evaluate")
-            hooks.progress((i + done / total) / len(specs), f"{task} ({name})")
+    def progress(done: int, total: int, name: str, task: str) -> None:
+        if hooks.should_stop():
+            raise Stopped("evaluate")
+        hooks.progress(done / total, f"{task} ({name})")
 
-        reports[name] = evaluate(spec, cfg, progress=progress)
-        (folder / f"{name}.json").write_text(json.dumps(reports[name].summary, indent=1))
+    def save(name: str, report: EvalReport) -> None:
+        (folder / f"{name}.json").write_text(json.dumps(report.summary, indent=1))
+
+    cmp = compare(specs, cfg, progress=progress, on_report=save)
     # side-by-side videos: same start, base | the fine-tuned ones; outcomes that differ first
     videos_dir = root / "videos"
     videos_dir.mkdir(exist_ok=True)
-    tuned = [n for n in specs if n != "base"]
-    by_key = {n: {(r.task, r.perturbation, r.index): r for r in reports[n].results if r.frames is not None}
-              for n in tuned}
-    rows = []
-    for b in reports["base"].results:
-        others = [by_key[n].get((b.task, b.perturbation, b.index)) for n in tuned]
-        if b.frames is not None and all(o is not None for o in others):
-            differ = any(o.success != b.success for o in others)
-            rows.append((not differ, not others[-1].success, b, others))
-    rows.sort(key=lambda x: (x[0], x[1]))
+    starts = [(key, eps) for key, eps in cmp.recorded().items() if len(eps) == len(specs)]  # in base's order
+
+    def order(item: tuple) -> tuple[bool, bool]:  # outcomes that differ first, then the last policy failing
+        outcomes = [r.success for r in item[1].values()]
+        return len(set(outcomes)) == 1, not outcomes[-1]
+
+    starts.sort(key=order)
     videos = []
-    for _, _, b, others in rows[: p.videos]:
-        outcome = "_".join(f"{n}-{'ok' if r.success else 'fail'}" for n, r in zip(["base", *tuned], [b, *others],
-                                                                                  strict=True))
-        name = f"{b.task}_{b.perturbation.replace(':', '-')}_{b.index}_{outcome}.mp4"
-        frames = side_by_side(list(b.frames), *(list(o.frames) for o in others))
-        videos.append(str(write_mp4(videos_dir / name, frames)))
+    for key, eps in starts[: p.videos]:
+        videos.append(str(write_side_by_side(videos_dir, key, eps, labelled=True)))
         hooks.artifact("video", videos[-1])
-    overlap = any(not rep.summary["starts_disjoint"] for rep in reports.values())
     return {
-        "success": {name: rep.summary["conditions"] for name, rep in reports.items()},
-        "per_task": {name: rep.summary["rows"] for name, rep in reports.items()},
+        "success": {name: rep.summary["conditions"] for name, rep in cmp.reports.items()},
+        "per_task": {name: rep.summary["rows"] for name, rep in cmp.reports.items()},
         "eval": {"episodes_per_cell": p.eval_episodes, "seed": p.seed, "seed_stream": "eval",
-                 "max_steps": p.eval_max_steps, "starts_disjoint_from_training_data": not overlap},
+                 "max_steps": p.eval_max_steps,
+                 "starts_disjoint_from_training_data": all(cmp.starts_disjoint.values())},
         "videos": videos,
     }
 

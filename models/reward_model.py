@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
+from models.checkpoint import CheckpointError, load_checkpoint, load_into, output_folder, save_checkpoint
 from models.hooks import Hooks, MetricsLog
 from models.world_model.model import to_uint8
 from sim.episodes import DatasetError, EpisodeFile
@@ -371,9 +371,7 @@ def train_reward_model(wm_path: str, dataset: str, out: str, preset: str = "cpu-
 
     hooks = hooks or Hooks()
     cfg = make_config(preset, **overrides)
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output {out_dir} exists and is not a folder")
+    out_dir = output_folder(out, create=False)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t_start = time.time()

@@ -11,15 +11,15 @@ One training step, top to bottom:
      behaviour-cloning term bc · clip(approx_kl / kl_scale, 0, 1) · flow-matching loss on the ground truth;
   8. AdamW with gradient clipping; only the action head, its projections and the σ-net train.
 
-`reward_source` swaps step 3–5: "sim" computes the same verified reward on real frames (the simulator
-restored to the dataset state, replaying each chunk) — the upper bound; "action_l1" is the kinematic
-baseline −mean|a − a_gt| with no world model.
+Steps 3–5 are a reward source of models/rewards.py (`REWARDS`, chosen by `reward_source`): "wm" as above;
+"sim" computes the same verified reward on real frames (the simulator restored to the dataset state,
+replaying each chunk) — the upper bound; "action_l1" is the kinematic baseline −mean|a − a_gt| with no
+world model. This module holds the algorithm: config and presets, advantages, the clipped objective, the loop.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,12 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.checkpoint import device_for, load_train_state, read_config, save_train_state
+from models.checkpoint import device_for, load_train_state, output_folder, read_config, save_train_state
 from models.hooks import Hooks, MetricsLog
-from models.presets import from_preset
+from models.presets import check_fields, from_preset
+from models.rewards import REWARD_SOURCES, REWARDS
 from sim.errors import InputError
-
-REWARD_SOURCES = ("wm", "sim", "action_l1")
 
 
 @dataclass
@@ -63,9 +62,7 @@ class RFTConfig:
     def __post_init__(self) -> None:
         if self.reward_source not in REWARD_SOURCES:
             raise InputError(f"reward source must be one of {', '.join(REWARD_SOURCES)}, got {self.reward_source!r}")
-        for name in ("steps", "batch_size", "checkpoint_every", "update_epochs"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        check_fields(self, "at_least_1", ("steps", "batch_size", "checkpoint_every", "update_epochs"), dashes=True)
         if self.group_size < 2:
             raise InputError(f"group-size must be at least 2 (advantages are relative), got {self.group_size}")
 
@@ -82,96 +79,6 @@ PRESETS: dict[str, RFTConfig] = {
 
 def make_config(preset: str = "cpu-quick", steps: int | None = None, **overrides: Any) -> RFTConfig:
     return from_preset(PRESETS, preset, "RFT", steps, overrides)
-
-
-# -- rewards ---------------------------------------------------------------------------------------
-class WorldModelReward:
-    """Steps 3–5 in the frozen world model: one batched rollout for the B·G samples and the B references."""
-
-    def __init__(self, wm_path: str, device: torch.device, lam: float) -> None:
-        from models.world_model import load_world_model
-
-        self.wm = load_world_model(wm_path, device=device)
-        self.wm.eval()
-        for p in self.wm.parameters():
-            p.requires_grad_(False)
-        self.lam = lam
-        self.context_frames = int(self.wm.context_frames)
-
-    def __call__(self, batch: dict, actions: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        from models.rewards import verified_reward
-
-        b, g = gt.shape[0], actions.shape[0] // gt.shape[0]
-        ctx = batch["context"][:, -self.context_frames :]
-        with torch.inference_mode():
-            frames = self.wm.rollout(
-                torch.cat([ctx.repeat_interleave(g, 0), ctx]), torch.cat([actions, gt.to(actions.device)])
-            )
-        pred, ref = frames[: b * g], frames[b * g :]
-        r = verified_reward(pred, ref.repeat_interleave(g, 0), lam=self.lam)
-        return r.float().view(b, g).cpu(), {"frames": frames.shape[0] * frames.shape[1]}
-
-
-class SimulatorReward:
-    """The same verified reward on real frames: restore the dataset state, replay each chunk, render."""
-
-    def __init__(self, dataset: str, lam: float) -> None:
-        from sim.episodes import EpisodeFile
-
-        self.file = EpisodeFile(dataset)
-        self.lam = lam
-        self.envs: dict[str, Any] = {}
-        self._episodes: dict[int, Any] = {}
-
-    def _env(self, task: str):
-        from sim.env import SimEnv
-
-        if task not in self.envs:
-            self.envs[task] = SimEnv(task, camera=str(self.file.camera), image_size=self.file.image_size,
-                                     max_steps=10_000)
-        return self.envs[task]
-
-    def _replay(self, env, start, state, chunk: np.ndarray) -> np.ndarray:
-        env.restore(start, state)
-        frames = []
-        for a in chunk:
-            obs, _, _ = env.step(a)
-            frames.append(obs.frame)
-        return np.stack(frames)
-
-    def __call__(self, batch: dict, actions: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        from models.rewards import verified_reward
-
-        b, g = gt.shape[0], actions.shape[0] // gt.shape[0]
-        acts = actions.detach().cpu().numpy().reshape(b, g, *actions.shape[1:])
-        rewards = torch.zeros(b, g)
-        for i in range(b):
-            e, t = int(batch["episode"][i]), int(batch["t"][i])
-            if e not in self._episodes:
-                self._episodes[e] = self.file.load(e, frames=False)
-            ep = self._episodes[e]
-            if ep.states is None or ep.start is None:
-                raise InputError(f"{self.file.path}: episode {e} has no simulator states; use --reward-source wm")
-            env = self._env(ep.task)
-            ref = self._replay(env, ep.start, ep.states[t], gt[i].cpu().numpy())
-            pred = np.stack([self._replay(env, ep.start, ep.states[t], acts[i, j]) for j in range(g)])
-            to_t = lambda x: torch.from_numpy(x).permute(0, 1, 4, 2, 3).float() / 255.0  # noqa: E731
-            rewards[i] = verified_reward(to_t(pred), to_t(ref[None]).expand(g, -1, -1, -1, -1), lam=self.lam)
-        return rewards, {"frames": b * (g + 1) * actions.shape[1]}
-
-    def close(self) -> None:
-        for env in self.envs.values():
-            env.close()
-        self.file.close()
-
-
-class ActionL1Reward:
-    """Kinematic baseline: how close the chunk is to the ground truth, with no world model."""
-
-    def __call__(self, batch: dict, actions: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        b, g = gt.shape[0], actions.shape[0] // gt.shape[0]
-        gt = gt.to(actions.device).repeat_interleave(g, 0)
-        return -(actions - gt).abs().mean(dim=(1, 2)).view(b, g).cpu(), {}
 
 
 # -- the GRPO objective ------------------------------------------------------------------------------
@@ -230,19 +137,14 @@ def train_rft(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = device_for(cfg.device)
-    if cfg.reward_source == "wm" and not wm:
+    if REWARDS[cfg.reward_source].needs_wm and not wm:
         raise InputError("--wm is required with the world-model reward (or use --reward-source sim|action_l1)")
     # every input is checked before anything is written
     base_cfg = read_config(policy, "policy")
     if wm:
         read_config(wm, "world_model")
     EpisodeFile(dataset).close()
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output {out_dir} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(out_dir, os.W_OK):
-        raise InputError(f"output folder {out_dir} is not writable")
+    out_dir = output_folder(out)
 
     state = load_train_state(out_dir) if resume else None
     start_step = 0
@@ -267,16 +169,8 @@ def train_rft(
     if state is not None:
         opt.load_state_dict(state["optimizer"])
 
-    if cfg.reward_source == "wm":
-        assert wm is not None
-        reward_fn: Any = WorldModelReward(wm, device, cfg.reward_lambda)
-        context = max(model.config.context, reward_fn.context_frames)
-    elif cfg.reward_source == "sim":
-        reward_fn = SimulatorReward(dataset, cfg.reward_lambda)
-        context = model.config.context
-    else:
-        reward_fn = ActionL1Reward()
-        context = model.config.context
+    reward_fn = REWARDS[cfg.reward_source](wm=wm, dataset=dataset, device=device, lam=cfg.reward_lambda)
+    context = max(model.config.context, reward_fn.context_frames)
     train_eps = split_episodes(dataset, cfg.heldout_fraction, cfg.seed)[0] if cfg.heldout_fraction else None
     data = WindowDataset(dataset, context=context, horizon=model.config.chunk, episodes=train_eps, in_memory=True)
 
@@ -353,8 +247,7 @@ def train_rft(
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save(step)
     finally:
-        if isinstance(reward_fn, SimulatorReward):
-            reward_fn.close()
+        reward_fn.close()
     if step > start_step and (step % cfg.checkpoint_every != 0 and step != cfg.steps):
         save(step)  # stopped early: keep what was learned
     if step == start_step and state is None:

@@ -33,7 +33,6 @@ its input projections and the noise scale train.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.checkpoint import device_for, load_train_state, read_config, save_train_state
+from models.checkpoint import device_for, load_train_state, output_folder, read_config, save_train_state
 from models.hooks import Hooks, MetricsLog
 from models.policy.model import gaussian_log_prob
 from models.presets import from_preset
@@ -354,12 +353,7 @@ def train_rl(policy: str, out: str, world: str = "sim", steps: int | None = None
         torch.set_num_threads(cfg.threads)
     device = device_for(cfg.device)
     base_cfg = read_config(policy, "policy")
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output {out_dir} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(out_dir, os.W_OK):
-        raise InputError(f"output folder {out_dir} is not writable")
+    out_dir = output_folder(out)
 
     state = load_train_state(out_dir) if resume else None
     if state is not None and state.get("algorithm") != "closed-loop-grpo":

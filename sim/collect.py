@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.env import DEFAULT_CAMERA, DEFAULT_MAX_STEPS, SimEnv
+from sim.env import DEFAULT_CAMERA, DEFAULT_MAX_STEPS
 from sim.episodes import DatasetSummary, Episode, EpisodeWriter, check_writable, validate_file
 from sim.errors import InputError
-from sim.evaluate import PolicySpec
+from sim.evaluate import PolicySpec, process_env
 from sim.parallel import Pool, resolve_workers
 from sim.perturb import Perturbation, parse_perturbation
 from sim.tasks import get_task, resolve_tasks
@@ -53,18 +53,6 @@ class CollectConfig:
             raise InputError(f"after-success must be 0 or positive, got {self.after_success}")
 
 
-_ENVS: dict[tuple, SimEnv] = {}
-
-
-def _env(task: str, camera: str, size: int, max_steps: int) -> SimEnv:
-    key = (task, camera, size, max_steps)
-    if key not in _ENVS:
-        for old in list(_ENVS):
-            _ENVS.pop(old).close()  # tasks run one after another: keep one environment per process
-        _ENVS[key] = SimEnv(task, camera=camera, image_size=size, max_steps=max_steps)
-    return _ENVS[key]
-
-
 _POLICY: dict[str, object] = {}
 
 
@@ -80,7 +68,7 @@ def run_expert_episode(cfg: CollectConfig, task: str, index: int) -> Episode:
     acts, one chunk per observation executed open-loop; the expert's action is still recorded as the label."""
     from sim.experts import ExpertPolicy
 
-    env = _env(task, cfg.camera, cfg.image_size, cfg.max_steps)
+    env = process_env(task, cfg.camera, cfg.image_size, cfg.max_steps)
     start = env.sample_start(cfg.perturbation, seed=cfg.seed, index=index, stream=cfg.stream)
     obs = env.reset(start)
     start_positions = {"object_pos": env.object_pos().tolist(), "goal_pos": env.goal_pos().tolist(),

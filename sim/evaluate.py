@@ -2,12 +2,15 @@
 
 A policy maps an observation to a chunk of actions that is executed open-loop before it is asked
 again. Policies reach worker processes as a `PolicySpec` (a factory path plus arguments), so this
-module never imports the models that implement them.
+module never imports the models that implement them. `compare` evaluates several policies on the same
+seeded starts (the evaluate job and the pipeline's last stage); `process_env` is a worker process's one
+cached simulator (also for collection and the reward-fidelity measurement).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -150,21 +153,28 @@ def run_episode(
     return False, steps, frames
 
 
+_ENVS: dict[tuple, SimEnv] = {}
+
+
+def process_env(task: str, camera: str, image_size: int, max_steps: int = DEFAULT_MAX_STEPS) -> SimEnv:
+    """This process's simulator (evaluation, collection and reward-fidelity units): units of one task run one
+    after another, so one environment is kept; asking for another closes it first."""
+    key = (task, camera, image_size, max_steps)
+    if key not in _ENVS:
+        for old in list(_ENVS):
+            _ENVS.pop(old).close()
+        _ENVS[key] = SimEnv(task, camera=camera, image_size=image_size, max_steps=max_steps)
+    return _ENVS[key]
+
+
 _WORKER: dict[str, object] = {}
 
 
 def _eval_unit(spec: PolicySpec, cfg: EvalConfig, task: str, pert: Perturbation, index: int, record: bool):
-    key = (task, spec.camera, spec.image_size, cfg.max_steps)
-    if _WORKER.get("env_key") != key:
-        old = _WORKER.pop("env", None)
-        if old is not None:
-            old.close()  # type: ignore[attr-defined]
-        _WORKER["env"] = SimEnv(task, camera=spec.camera, image_size=spec.image_size, max_steps=cfg.max_steps)
-        _WORKER["env_key"] = key
+    env = process_env(task, spec.camera, spec.image_size, cfg.max_steps)
     if _WORKER.get("spec") != spec:
         _WORKER["policy"] = spec.build()
         _WORKER["spec"] = spec
-    env: SimEnv = _WORKER["env"]  # type: ignore[assignment]
     policy: ChunkPolicy = _WORKER["policy"]  # type: ignore[assignment]
     start = env.sample_start(pert, seed=cfg.seed, index=index, stream="eval")
     text = instruction_for(cfg, task, index)
@@ -264,7 +274,7 @@ def summarise(spec: PolicySpec, cfg: EvalConfig, results: list[EpisodeResult]) -
 
         for r in results:
             if r.frames is not None and r.index < cfg.videos_per_cell:
-                name = f"{r.task}_{r.perturbation.replace(':', '-')}_{r.index}_{'ok' if r.success else 'fail'}.mp4"
+                name = video_name((r.task, r.perturbation, r.index), [outcome(r)])
                 videos.append(str(write_mp4(Path(cfg.video_dir) / name, list(r.frames))))
     starts = [StartState.from_json(r.start) for r in results]
     datasets = tuple(dict.fromkeys((*cfg.exclude_datasets, *spec.train_datasets)))
@@ -282,3 +292,81 @@ def summarise(spec: PolicySpec, cfg: EvalConfig, results: list[EpisodeResult]) -
         "disjoint_from_datasets": disjoint,
         "starts_disjoint": all(v["overlap"] == 0 for v in disjoint.values()),
     }
+
+
+# -- several policies on the same seeded starts ---------------------------------------------------------
+EpisodeKey = tuple[str, str, int]  # (task, perturbation, index): the same start for every policy
+STATS = ("episodes", "successes", "success_rate", "ci95")  # what a comparison keeps per policy
+
+
+def outcome(r: EpisodeResult) -> str:
+    return "ok" if r.success else "fail"
+
+
+def video_name(key: EpisodeKey, outcomes: list[str]) -> str:
+    task, pert, index = key
+    return f"{task}_{pert.replace(':', '-')}_{index}_{'_'.join(outcomes)}.mp4"
+
+
+def write_side_by_side(folder: Path, key: EpisodeKey, episodes: dict[str, EpisodeResult],
+                       labelled: bool = False) -> Path:
+    """Recorded episodes of one start (policy name → episode) side by side, one alone as is; the file name
+    holds each outcome, with `labelled` prefixed by the policy's name."""
+    from sim.video import side_by_side, write_mp4
+
+    outcomes = [f"{n}-{outcome(r)}" if labelled else outcome(r) for n, r in episodes.items()]
+    clips = [list(r.frames) for r in episodes.values() if r.frames is not None]
+    frames = side_by_side(*clips) if len(clips) > 1 else clips[0]
+    return write_mp4(Path(folder) / video_name(key, outcomes), [np.asarray(f) for f in frames])
+
+
+@dataclass
+class Comparison:
+    reports: dict[str, EvalReport]  # policy name → its report, in the order given
+
+    @property
+    def same_start_states(self) -> bool:
+        starts = [[json.dumps(e["start"], sort_keys=True) for e in rep.summary["episodes"]]
+                  for rep in self.reports.values()]
+        return all(s == starts[0] for s in starts)
+
+    @property
+    def starts_disjoint(self) -> dict[str, bool]:
+        return {name: rep.summary["starts_disjoint"] for name, rep in self.reports.items()}
+
+    def recorded(self) -> dict[EpisodeKey, dict[str, EpisodeResult]]:
+        """The episodes with frames, by start; first-seen order (the first policy's episodes first)."""
+        out: dict[EpisodeKey, dict[str, EpisodeResult]] = {}
+        for name, rep in self.reports.items():
+            for r in rep.results:
+                if r.frames is not None:
+                    out.setdefault((r.task, r.perturbation, r.index), {})[name] = r
+        return out
+
+    def by_policy(self, perturbation: str, task: str | None = None) -> dict[str, dict]:
+        """STATS of every policy that has this condition (or, with `task`, this cell)."""
+        out = {}
+        for name, rep in self.reports.items():
+            rows = rep.summary["conditions"] if task is None else rep.summary["rows"]
+            for row in rows:
+                if row["perturbation"] == perturbation and (task is None or row["task"] == task):
+                    out[name] = {k: row[k] for k in STATS}
+        return out
+
+
+def compare(
+    specs: dict[str, PolicySpec], cfg: EvalConfig, progress: Callable[[int, int, str, str], None] | None = None,
+    on_report: Callable[[str, EvalReport], None] | None = None,
+) -> Comparison:
+    """Evaluate every policy (name → spec) with the same config, so on the same seeded starts; progress gets
+    (done, total, policy name, task) over all policies, `on_report` each report as soon as it is done."""
+    reports: dict[str, EvalReport] = {}
+    for k, (name, spec) in enumerate(specs.items()):
+        def each(done: int, total: int, task: str, k: int = k, name: str = name) -> None:
+            if progress:
+                progress(k * total + done, len(specs) * total, name, task)
+
+        reports[name] = evaluate(spec, cfg, progress=each)
+        if on_report:
+            on_report(name, reports[name])
+    return Comparison(reports)

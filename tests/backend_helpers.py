@@ -99,7 +99,7 @@ class Stack:
     def app(self, reaper: bool = True, **overrides):
         from backend.main import create_app
 
-        return create_app(self.settings(**overrides), reaper=reaper, ui=False)
+        return create_app(self.settings(**overrides), reaper=reaper)
 
     @contextmanager
     def client(self, reaper: bool = True, token: str | None = None, **overrides) -> Iterator:

@@ -12,9 +12,11 @@ import pytest
 from backend_helpers import stack_fixture, write_episode_file
 from sqlalchemy import func, select
 
-from backend import store
+from backend import worker_store
+from backend.celery_app import new_task_id
 from backend.db import session_scope, utcnow
-from backend.models import Dataset, Metric, Run
+from backend.files import run_folder
+from backend.models import Dataset, Metric, Run, RunLog
 
 SERVICES = pytest.param("services", marks=[pytest.mark.postgres, pytest.mark.redis])
 
@@ -45,7 +47,7 @@ def _message(r) -> str:
 
 def _insert_run(stack, status: str = "succeeded", kind: str = "collect") -> int:
     with session_scope(stack.settings().db_url) as s:
-        run = Run(kind=kind, params={}, status=status, queue="sim", task_id=store.new_task_id(), attempt=1,
+        run = Run(kind=kind, params={}, status=status, queue="sim", task_id=new_task_id(), attempt=1,
                   progress=0.0, created_at=utcnow())
         s.add(run)
         s.flush()
@@ -147,12 +149,12 @@ def _checkpoint_run(stack, kinds: dict[str, dict]) -> tuple[int, dict[str, str]]
 
     cfg = stack.settings()
     run_id = _insert_run(stack, kind="pipeline")
-    folder = store.run_folder(cfg.artifacts, run_id)
+    folder = run_folder(cfg.artifacts, run_id)
     refs = {}
     for name, config in kinds.items():
         (folder / name).mkdir(parents=True)
         (folder / name / "config.json").write_text(json.dumps({"format": "vlarft-checkpoint/1", **config}))
-        art = store.register_artifact(cfg.db_url, cfg.artifacts, run_id, "checkpoint", folder / name)
+        art = worker_store.register_artifact(cfg.db_url, cfg.artifacts, run_id, "checkpoint", folder / name)
         refs[name] = f"artifact:{art.id}"
     return run_id, refs
 
@@ -354,8 +356,8 @@ def test_metrics_since_and_resumed_rewrites(stack, api):
     url = stack.settings().db_url
     run_id = _insert_run(stack)
     with session_scope(url) as s:
-        store.write_metrics(s, run_id, [(step, "loss", 1.0 / step) for step in range(1, 11)]
-                            + [(10, "acc", store.clean_value(float("nan")))])
+        worker_store.write_metrics(s, run_id, [(step, "loss", 1.0 / step) for step in range(1, 11)]
+                            + [(10, "acc", worker_store.clean_value(float("nan")))])
     m = api.get(f"/api/v1/runs/{run_id}/metrics").json()
     assert m["last_step"] == 10 and m["series"]["loss"]["steps"] == list(range(1, 11))
     assert m["series"]["acc"]["values"] == [None]  # NaN is stored and served as null
@@ -364,7 +366,7 @@ def test_metrics_since_and_resumed_rewrites(stack, api):
     assert api.get(f"/api/v1/runs/{run_id}/metrics", params={"since": 10}).json()["series"] == {}
     # a run resumed from its step-6 checkpoint logs step 7 again: the old tail is replaced
     with session_scope(url) as s:
-        store.write_metrics(s, run_id, [(7, "loss", 0.5)])
+        worker_store.write_metrics(s, run_id, [(7, "loss", 0.5)])
     m = api.get(f"/api/v1/runs/{run_id}/metrics", params={"names": "loss"}).json()
     assert m["series"]["loss"]["steps"] == list(range(1, 8)) and m["series"]["loss"]["values"][-1] == 0.5
     # a truncated answer ends on a whole step
@@ -378,7 +380,7 @@ def test_logs_since(stack, api):
     run_id = _insert_run(stack)
     with session_scope(stack.settings().db_url) as s:
         for i in range(5):
-            store.add_log(s, run_id, f"line {i}")
+            s.add(RunLog.line(run_id, f"line {i}"))
     first = api.get(f"/api/v1/runs/{run_id}/logs").json()
     assert [line["message"] for line in first["lines"]] == [f"line {i}" for i in range(5)]
     later = api.get(f"/api/v1/runs/{run_id}/logs", params={"since": first["lines"][2]["id"]}).json()
@@ -388,7 +390,7 @@ def test_logs_since(stack, api):
 def test_artifacts_listed_with_checksums_streamed_and_guarded(stack, api, tmp_path):
     cfg = stack.settings()
     run_id = _insert_run(stack)
-    folder = store.run_folder(cfg.artifacts, run_id)
+    folder = run_folder(cfg.artifacts, run_id)
     (folder / "videos").mkdir(parents=True)
     video = folder / "videos" / "clip.mp4"
     video.write_bytes(os.urandom(3000))
@@ -397,8 +399,8 @@ def test_artifacts_listed_with_checksums_streamed_and_guarded(stack, api, tmp_pa
     (ckpt / "config.json").write_text('{"kind": "policy", "format": "vlarft-checkpoint/1"}')
     (ckpt / "model.safetensors").write_bytes(os.urandom(500))
     (ckpt / "escape").symlink_to("/etc")
-    store.register_artifact(cfg.db_url, cfg.artifacts, run_id, "video", video)
-    store.register_artifact(cfg.db_url, cfg.artifacts, run_id, "checkpoint", ckpt)
+    worker_store.register_artifact(cfg.db_url, cfg.artifacts, run_id, "video", video)
+    worker_store.register_artifact(cfg.db_url, cfg.artifacts, run_id, "checkpoint", ckpt)
     arts = {a["name"]: a for a in api.get(f"/api/v1/runs/{run_id}/artifacts").json()}
     assert arts["videos/clip.mp4"]["sha256"] == hashlib.sha256(video.read_bytes()).hexdigest()
     assert arts["videos/clip.mp4"]["size"] == 3000

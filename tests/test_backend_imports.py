@@ -18,7 +18,7 @@ def _loaded_after(statement: str) -> list[str]:
 
 def test_backend_main_and_app_creation_load_nothing_heavy(tmp_path):
     stmt = (f"import backend.main\nfrom backend.core.config import Settings\n"
-            f"backend.main.create_app(Settings(home={str(tmp_path)!r}), reaper=False, ui=False)")
+            f"backend.main.create_app(Settings(home={str(tmp_path)!r}), reaper=False)")
     assert _loaded_after(stmt) == []
 
 
@@ -32,3 +32,9 @@ def test_client_loads_nothing_heavy_and_no_server_libraries():
 def test_worker_main_process_does_not_load_torch_or_mujoco():
     # CUDA must not be initialised in the parent of a prefork pool; stages load inside the job.
     assert [m for m in _loaded_after("import workers.app") if m in ("torch", "mujoco", "metaworld")] == []
+
+
+def test_the_served_app_without_ui_loads_no_gradio(tmp_path):
+    stmt = (f"from cli.studio_app import create_app\nfrom backend.core.config import Settings\n"
+            f"create_app(Settings(home={str(tmp_path)!r}, ui=False), reaper=False)")
+    assert _loaded_after(stmt) == []

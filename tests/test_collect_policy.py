@@ -51,7 +51,7 @@ def test_bad_policy_collection_is_one_line(tmp_path):
     assert_one_line_error(run_cli("collect", "--tasks", TASK, "--episodes", "1", "--out", str(out),
                                   "--policy", str(policy), "--image-size", "128"), "--image-size 64")
     assert_one_line_error(run_cli("collect", "--tasks", TASK, "--episodes", "1", "--out", str(out),
-                                  "--policy", str(policy), "--noise-std", "5"), "noise std")
+                                  "--policy", str(policy), "--noise-std", "5"), "noise-std")
     assert not out.exists()
 
 

@@ -212,6 +212,11 @@ def test_cli_refuses_bad_rl_options_before_anything_runs(policy, tmp_path):
     base = ["rft", "--policy", str(policy), "--out", str(tmp_path / "o"), "--world", "sim", "--reward", "success"]
     assert_one_line_error(run_cli(*base, "--group-size", "1"), "group-size")
     assert_one_line_error(run_cli(*base, "--noise", "wide"), "noise")
+    assert_one_line_error(run_cli(*base, "--std-min", "0.5", "--std-max", "0.2"), "std_min")
+    assert_one_line_error(run_cli(*base, "--lr-sigma", "0.1"), "--lr-sigma applies only to the one-chunk rewards")
+    assert_one_line_error(run_cli(*base[:-2], "--reward", "verified", "--clip-low", "0.1"),
+                          "--clip-low applies only to --reward success")
+    assert_one_line_error(run_cli(*base[:-2], "--reward", "verified", "--clip-eps", "2"), "--clip-eps")
     assert_one_line_error(run_cli(*base, "--dataset", str(tmp_path / "x.h5")), "--dataset")
     assert_one_line_error(run_cli(*base[:-4], "--world", "wm", "--reward", "success"), "success")
     assert_one_line_error(run_cli(*base[:-4], "--world", "moon"), "--world")

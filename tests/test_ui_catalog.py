@@ -10,9 +10,11 @@ import httpx
 import pytest
 from backend_helpers import stack_fixture, write_episode_file
 
-from backend import store
+from backend import worker_store
+from backend.celery_app import new_task_id
 from backend.client import RunOut, StudioClient, StudioError
 from backend.db import session_scope, utcnow
+from backend.files import run_folder
 from backend.models import Run
 from backend.params import PARAMS
 
@@ -33,15 +35,15 @@ def _run_with_checkpoints(stack, kinds: dict[str, str]) -> int:
     cfg = stack.settings()
     with session_scope(cfg.db_url) as s:
         run = Run(kind="pipeline", name="demo", params={}, status="succeeded", queue="train",
-                  task_id=store.new_task_id(), attempt=1, progress=1.0, created_at=utcnow())
+                  task_id=new_task_id(), attempt=1, progress=1.0, created_at=utcnow())
         s.add(run)
         s.flush()
         run_id = run.id
-    folder = store.run_folder(cfg.artifacts, run_id)
+    folder = run_folder(cfg.artifacts, run_id)
     for name, kind in kinds.items():
         (folder / name).mkdir(parents=True)
         (folder / name / "config.json").write_text(json.dumps({"format": "vlarft-checkpoint/1", "kind": kind}))
-        store.register_artifact(cfg.db_url, cfg.artifacts, run_id, "checkpoint", folder / name)
+        worker_store.register_artifact(cfg.db_url, cfg.artifacts, run_id, "checkpoint", folder / name)
     return run_id
 
 
@@ -93,6 +95,21 @@ def test_catalog_needs_the_token_when_set(stack):
         with pytest.raises(StudioError) as err:
             anon.tasks()
         assert err.value.status == 401
+
+
+@pytest.mark.parametrize("ui", [True, False])
+def test_the_served_app_mounts_the_ui_only_when_asked(stack, ui):
+    """`vlarft api` serves cli.studio_app: the API, plus the Gradio UI at /ui when settings.ui is on."""
+    from fastapi.testclient import TestClient
+
+    from cli.studio_app import create_app
+
+    app = create_app(stack.settings(ui=ui), reaper=False)
+    assert app.state.ui is ui
+    with TestClient(app) as http:
+        assert http.get("/", follow_redirects=False).headers["location"] == ("/ui" if ui else "/docs")
+        assert http.get("/ui/").status_code == (200 if ui else 404)
+        assert http.get("/api/v1/version").status_code == 200
 
 
 # Pure helpers ------------------------------------------------------------------------------------
@@ -324,11 +341,11 @@ def test_metrics_by_row_id_see_a_new_stage_and_a_rewritten_tail(stack, api: Stud
     run_id = _run_with_checkpoints(stack, {})
     url = stack.settings().db_url
     with session_scope(url) as s:
-        store.write_metrics(s, run_id, [(step, "policy/loss", 1.0 / step) for step in (10, 20, 60)])
+        worker_store.write_metrics(s, run_id, [(step, "policy/loss", 1.0 / step) for step in (10, 20, 60)])
     first = api.metrics(run_id, after_id=0)
     assert first.series["policy/loss"].steps == [10, 20, 60] and first.last_id is not None
     with session_scope(url) as s:
-        store.write_metrics(s, run_id, [(step, "rft/reward_mean", 0.1 * step) for step in (1, 2, 3)])
+        worker_store.write_metrics(s, run_id, [(step, "rft/reward_mean", 0.1 * step) for step in (1, 2, 3)])
     assert api.metrics(run_id, since=first.last_step).series == {}  # the step cursor misses the new stage
     second = api.metrics(run_id, after_id=first.last_id)
     assert list(second.series) == ["rft/reward_mean"] and second.series["rft/reward_mean"].steps == [1, 2, 3]

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.rewards import RewardInputError, per_frame_distance, ssim_distance, verified_reward
+from models.rewards import RewardInputError, action_l1, per_frame_distance, ssim_distance, verified_reward
 from models.world_model.fidelity import (
     Candidate,
     FidelityConfig,
     _balanced,
-    action_l1_reward,
     chunk_groups,
     hand_path_reward,
     spearman,
@@ -97,7 +96,7 @@ def test_kinematic_baselines():
     chunks[2, :, 3] = 1.0  # gripper: ignored by the hand path, seen by action L1
     hp = hand_path_reward(chunks, gt)
     assert hp[0] == 0 and hp[1] == pytest.approx(-0.5) and hp[2] == pytest.approx(-0.5 / 8)
-    l1 = action_l1_reward(chunks, gt)
+    l1 = action_l1(chunks, gt[None])
     assert l1[0] == 0 and l1[2] < l1[1] < 0
 
 

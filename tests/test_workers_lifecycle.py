@@ -101,6 +101,13 @@ def test_cancel_terminates_a_job_that_does_not_stop(stack, worker):
         assert studio.run(run.id).status == "cancelled"
 
 
+def test_every_kind_of_run_has_a_job():
+    from backend.kinds import KINDS
+    from workers.jobs import JOBS
+
+    assert set(JOBS) == set(KINDS)
+
+
 def test_a_stage_that_is_not_installed_fails_its_run_clearly():
     from workers.jobs import StageUnavailable, stage
 

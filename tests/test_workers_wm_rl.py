@@ -1,5 +1,5 @@
 """World-model RL through the studio, end to end with smoke-sized models: runs created over the API are executed
-by the worker's own code path (`workers.context.execute`, in this process instead of a Celery child): policy
+by the worker's own code path (`workers.execute.execute`, in this process instead of a Celery child): policy
 rollouts with success frames, world-model fine-tuning on two datasets, the reward model, evaluation in
 imagination next to the simulator, and RL inside the world model with its imagined and real held-out curves."""
 
@@ -13,10 +13,11 @@ import torch
 from backend_helpers import stack_fixture
 from rl_toys import TASK, toy_policy
 
-from backend import store
-from backend.celery_app import make_celery
+from backend import worker_store
+from backend.celery_app import make_celery, new_task_id
 from backend.client import StudioClient
 from backend.db import session_scope, utcnow
+from backend.files import run_folder
 from backend.models import Run
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def api(stack):
 
 def execute(stack, run_id: int) -> str:
     """What the worker does with the run's message: claim it, run the job, write the outcome."""
-    from workers.context import execute as run
+    from workers.execute import execute as run
 
     settings = stack.settings()
     with session_scope(settings.db_url) as s:
@@ -61,11 +62,11 @@ def models(stack, api, tmp_path_factory) -> dict[str, str]:
     cfg = stack.settings()
     with session_scope(cfg.db_url) as s:
         run = Run(kind="pipeline", name="wm-rl", params={}, status="succeeded", queue="train",
-                  task_id=store.new_task_id(), attempt=1, progress=1.0, created_at=utcnow())
+                  task_id=new_task_id(), attempt=1, progress=1.0, created_at=utcnow())
         s.add(run)
         s.flush()
         run_id = run.id
-    folder = store.run_folder(cfg.artifacts, run_id)
+    folder = run_folder(cfg.artifacts, run_id)
     torch.manual_seed(0)
     wm_cfg = make_config("smoke")
     wm_cfg.image_size, wm_cfg.camera = 64, "workspace"
@@ -73,7 +74,7 @@ def models(stack, api, tmp_path_factory) -> dict[str, str]:
     toy_policy(folder / "policy")
     refs = {}
     for name in ("wm", "policy"):
-        art = store.register_artifact(cfg.db_url, cfg.artifacts, run_id, "checkpoint", folder / name)
+        art = worker_store.register_artifact(cfg.db_url, cfg.artifacts, run_id, "checkpoint", folder / name)
         refs[name] = f"artifact:{art.id}"
 
     rng = np.random.default_rng(0)
@@ -146,9 +147,9 @@ def test_a_reward_model_of_another_world_model_fails_the_run_in_one_line(stack, 
     torch.manual_seed(7)
     other_cfg = make_config("smoke")
     other_cfg.image_size, other_cfg.camera = 64, "workspace"
-    folder = store.run_folder(cfg.artifacts, rm.id) / "other-wm"
+    folder = run_folder(cfg.artifacts, rm.id) / "other-wm"
     WorldModel(other_cfg).save(folder)
-    other = store.register_artifact(cfg.db_url, cfg.artifacts, rm.id, "checkpoint", folder)
+    other = worker_store.register_artifact(cfg.db_url, cfg.artifacts, rm.id, "checkpoint", folder)
     ev = api.wm_eval([models["policy"]], f"artifact:{other.id}", rm_ref, tasks=TASK, episodes=1, max_steps=8,
                      real=False)
     execute(stack, ev.id)

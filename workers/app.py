@@ -12,7 +12,7 @@ import logging
 
 from celery.signals import worker_shutting_down
 
-from backend import store
+from backend import worker_store
 from backend.celery_app import TASK_NAME, make_celery
 from backend.core.config import get_settings
 
@@ -23,7 +23,7 @@ log = logging.getLogger("workers")
 
 @app.task(name=TASK_NAME, bind=True)
 def execute_run(self, run_id: int) -> str:
-    from workers.context import execute
+    from workers.execute import execute
 
     outcome = execute(settings, app, int(run_id), self.request.id, self.request.hostname)
     log.info(outcome)
@@ -35,7 +35,7 @@ def _interrupt_runs(sender: str | None = None, how: str | None = None, **_kwargs
     if not sender:
         return
     try:
-        n = store.interrupt_worker_runs(settings.db_url, sender)
+        n = worker_store.interrupt_worker_runs(settings.db_url, sender)
         if n:
             log.warning("%s shutdown: asked %d run(s) to stop at a checkpoint and requeue", how or "worker", n)
     except Exception:  # shutting down regardless

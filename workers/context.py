@@ -3,26 +3,24 @@
 A background thread beats the run's heartbeat, reads its stop request (cancel | interrupt) and
 flushes buffered metrics and logs. If the heartbeat finds the run is no longer this worker's (the
 reaper gave it to another one), the job is told to stop and its outcome is not written.
+workers/execute.py claims the run, runs its job in a RunContext and writes the outcome.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import threading
 import time
-import traceback
 from pathlib import Path
 
-from celery import Celery
-
-from backend import store
+from backend import worker_store
 from backend.core.config import Settings
 from backend.db import session_scope, utcnow
-from backend.files import resolve_stored
-from backend.models import Dataset, Run
+from backend.files import resolve_stored, run_folder
+from backend.kinds import ARTIFACT_KINDS
+from backend.models import Dataset
 from models.hooks import Hooks
 from sim.errors import InputError
 
@@ -51,34 +49,17 @@ class _DBLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def jsonable(value):
-    """JSON-ready (NaN and inf → null, unknown objects → str), for the result column."""
-    def fix(v):
-        if isinstance(v, float):
-            return v if math.isfinite(v) else None
-        if isinstance(v, dict):
-            return {str(k): fix(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [fix(x) for x in v]
-        return v
-
-    return fix(json.loads(json.dumps(value, default=str, allow_nan=True)))
-
-
 class RunContext:
     PROGRESS_EVERY_S = 0.5
     STOP_CHECK_EVERY_S = 1.0
     FLUSH_EVERY_S = 1.0
 
-    def __init__(self, settings: Settings, celery: Celery, claim: store.Claim, kind: str, queue: str) -> None:
+    def __init__(self, settings: Settings, claim: worker_store.Claim) -> None:
         self.settings = settings
-        self.celery = celery
         self.claim = claim
         self.url = settings.db_url
         self.run_id = claim.run_id
-        self.kind = kind
-        self.queue = queue
-        self.out = store.run_folder(settings.artifacts, claim.run_id)
+        self.out = run_folder(settings.artifacts, claim.run_id)
         self.out.mkdir(parents=True, exist_ok=True)
         # A second attempt, or a folder with files from an earlier one: continue from its checkpoint.
         self.resume = claim.attempt > 1 or any(self.out.iterdir())
@@ -113,7 +94,7 @@ class RunContext:
     def _beat_loop(self) -> None:
         while not self._done.wait(self.settings.heartbeat_s):
             try:
-                ours, request = store.beat(self.url, self.claim)
+                ours, request = worker_store.beat(self.url, self.claim)
                 if not ours:
                     self.lost = True
                     log.warning("run %s is no longer held by %s; stopping it", self.run_id, self.claim.worker)
@@ -130,7 +111,7 @@ class RunContext:
             return
         self._last_progress = now
         frac = float(frac) if math.isfinite(float(frac)) else 0.0
-        store.set_progress(self.url, self.claim, frac, message)
+        worker_store.set_progress(self.url, self.claim, frac, message)
 
     def sim_progress(self, done: int, total: int, label: str = "") -> None:
         """The (done, total, label) callback of sim.collect / sim.evaluate, with cancellation."""
@@ -139,7 +120,7 @@ class RunContext:
             raise RunStopped(self.stop_request or "stop")
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
-        rows = [(int(step), str(k)[:100], store.clean_value(v)) for k, v in values.items()]
+        rows = [(int(step), str(k)[:100], worker_store.clean_value(v)) for k, v in values.items()]
         with self._lock:
             self._metrics.extend(rows)
             due = len(self._metrics) >= 2000 or time.monotonic() - self._last_flush > self.FLUSH_EVERY_S
@@ -147,19 +128,19 @@ class RunContext:
             self.flush()
 
     def artifact(self, kind: str, path: str | os.PathLike) -> None:
-        if kind not in ("checkpoint", "video", "table", "plot"):
+        if kind not in ARTIFACT_KINDS:
             raise ValueError(f"unknown artifact kind {kind!r}")
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"artifact {p} does not exist")
-        art = store.register_artifact(self.url, self.settings.artifacts, self.run_id, kind, p)
+        art = worker_store.register_artifact(self.url, self.settings.artifacts, self.run_id, kind, p)
         self.log(f"artifact {art.kind} {art.name} ({art.size} bytes, sha256 {art.sha256[:12]})")
 
     def should_stop(self) -> bool:
         now = time.monotonic()
         if not self.lost and now - self._last_stop_check >= self.STOP_CHECK_EVERY_S:
             self._last_stop_check = now
-            ours, request = store.stop_request(self.url, self.claim)
+            ours, request = worker_store.stop_request(self.url, self.claim)
             self.lost = self.lost or not ours
             self.stop_request = request
         stop = self.lost or self.stop_request is not None
@@ -181,9 +162,9 @@ class RunContext:
                 return
             with session_scope(self.url) as s:
                 if rows:
-                    store.write_metrics(s, self.run_id, rows)
+                    worker_store.write_metrics(s, self.run_id, rows)
                 if lines:
-                    store.write_logs(s, self.run_id, lines)
+                    worker_store.write_logs(s, self.run_id, lines)
 
     # Helpers for jobs ---------------------------------------------------------------------------
     def dataset_path(self, dataset_id: int) -> str:
@@ -204,52 +185,3 @@ class RunContext:
                 return resolve(s, self.settings.artifacts, ref, want)
             except RefError as exc:
                 raise InputError(f"{ref}: {exc}") from exc
-
-
-def execute(settings: Settings, celery: Celery, run_id: int, task_id: str, hostname: str) -> str:
-    """Claim the run, run its job, write the outcome. Returns what happened (for the worker log)."""
-    from workers.jobs import JOBS, StageUnavailable
-
-    worker = f"{hostname}/{os.getpid()}"
-    claim, why = store.claim(settings.db_url, run_id, task_id, worker, settings.heartbeat_s)
-    if claim is None:
-        return f"run {run_id}: nothing to do ({why})"
-    with session_scope(settings.db_url) as s:
-        run = s.get(Run, run_id)
-        kind, queue, raw = run.kind, run.queue, dict(run.params)
-    result: dict | None = None
-    error: str | None = None
-    try:
-        ctx = RunContext(settings, celery, claim, kind, queue)
-    except Exception as exc:  # e.g. the artifact folder is not writable: fail now, not via the reaper
-        store.finish(settings.db_url, claim, "failed", error=f"{type(exc).__name__}: {exc}", message="failed")
-        return f"run {run_id}: failed before it started: {exc}"
-    with ctx:
-        try:
-            from backend.params import parse_params
-
-            result = JOBS[kind](parse_params(kind, raw), ctx)
-        except RunStopped:
-            pass
-        except StageUnavailable as exc:
-            error = str(exc)
-        except InputError as exc:
-            error = (str(exc).splitlines() or [type(exc).__name__])[0]
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-            ctx.log(traceback.format_exc(), "error")
-    if ctx.lost:
-        return f"run {run_id}: taken over by another worker; outcome not written"
-    url = settings.db_url
-    if ctx.told_to_stop and ctx.stop_request == "interrupt":
-        store.requeue_interrupted(url, celery, claim, queue)
-        return f"run {run_id}: interrupted, requeued"
-    if ctx.told_to_stop and ctx.stop_request == "cancel":
-        store.finish(url, claim, "cancelled", result=jsonable(result) if result else None,
-                     message="cancelled; partial artifacts kept")
-        return f"run {run_id}: cancelled"
-    if error is not None:
-        store.finish(url, claim, "failed", error=error, message="failed")
-        return f"run {run_id}: failed: {error}"
-    store.finish(url, claim, "succeeded", result=jsonable(result or {}), message="done")
-    return f"run {run_id}: succeeded"

@@ -11,8 +11,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from backend import store
+from backend import worker_store
 from backend.db import session_scope
+from backend.kinds import Kind
 from backend.models import Dataset
 from backend.params import (
     CollectParams,
@@ -71,7 +72,7 @@ def run_collect(p: CollectParams, ctx: RunContext) -> dict:
     )
     report = collect(cfg, str(out), progress=ctx.sim_progress)
     summary = report.summary.to_json()
-    ds = store.register_dataset(ctx.url, ctx.settings.artifacts, ctx.run_id, p.dataset_name or
+    ds = worker_store.register_dataset(ctx.url, ctx.settings.artifacts, ctx.run_id, p.dataset_name or
                                 f"collect-{ctx.run_id}", out, summary, "collect")
     for task, missing in report.shortfall.items():
         ctx.log(f"{task}: {missing} episodes short; the expert failed too often", "warning")
@@ -97,74 +98,46 @@ def _perturbation_parts(name: str) -> tuple[str, str | None]:
 
 def run_evaluate(p: EvaluateParams, ctx: RunContext) -> dict:
     """One policy, or two on the same seeded start states (evaluation seeds are deterministic)."""
-    import numpy as np
+    from sim.evaluate import EvalConfig, compare, write_side_by_side
 
-    from sim.evaluate import EvalConfig, evaluate
-    from sim.video import side_by_side, write_mp4
-
-    specs = [(ref, policy_spec(ref, ctx)) for ref in p.policies]
+    specs = {ref: policy_spec(ref, ctx) for ref in p.policies}
     exclude = tuple(ctx.dataset_path(i) for i in p.exclude_dataset_ids)
     cfg = EvalConfig(
         tasks=tuple(p.tasks), perturbations=list(p.perturbations), episodes=p.episodes, seed=p.seed,
         max_steps=p.max_steps, instruction=p.instruction, instruction_set=p.instruction_set, video_dir=None,
         exclude_datasets=exclude, workers=0, keep_frames=p.videos_per_cell,
     )
-    reports = {}
-    for k, (ref, spec) in enumerate(specs):
-        def progress(done: int, total: int, label: str, k: int = k, ref: str = ref) -> None:
-            ctx.sim_progress(k * total + done, len(specs) * total, f"{ref} {label}")
-
-        reports[ref] = evaluate(spec, cfg, progress=progress)
-        store.write_evaluations(ctx.url, ctx.run_id, ref, p.seed, reports[ref].summary["rows"])
+    cmp = compare(specs, cfg, progress=lambda done, total, ref, task: ctx.sim_progress(done, total, f"{ref} {task}"),
+                  on_report=lambda ref, rep: worker_store.write_evaluations(ctx.url, ctx.run_id, ref, p.seed,
+                                                                     rep.summary["rows"]))
 
     # Side-by-side (or single) videos of the recorded episodes, keyed by (task, perturbation, index).
     videos = []
     (ctx.out / "videos").mkdir(exist_ok=True)
-    recorded: dict[tuple, dict[str, object]] = {}
-    for ref, rep in reports.items():
-        for r in rep.results:
-            if r.frames is not None:
-                recorded.setdefault((r.task, r.perturbation, r.index), {})[ref] = r
-    for (task, pert, index), by_ref in recorded.items():
-        refs = [ref for ref in p.policies if ref in by_ref]
-        outcome = "_".join("ok" if by_ref[ref].success else "fail" for ref in refs)
-        name = f"{task}_{pert.replace(':', '-')}_{index}_{outcome}.mp4"
-        frames = side_by_side(*[list(by_ref[ref].frames) for ref in refs]) if len(refs) > 1 \
-            else list(by_ref[refs[0]].frames)
-        path = write_mp4(ctx.out / "videos" / name, [np.asarray(f) for f in frames])
+    for key, by_ref in cmp.recorded().items():
+        path = write_side_by_side(ctx.out / "videos", key, by_ref)
         ctx.artifact("video", path)
-        videos.append({"task": task, "perturbation": pert, "index": index, "policies": refs,
-                       "success": {ref: by_ref[ref].success for ref in refs}, "artifact": f"videos/{name}"})
+        videos.append({"task": key[0], "perturbation": key[1], "index": key[2], "policies": list(by_ref),
+                       "success": {ref: r.success for ref, r in by_ref.items()}, "artifact": f"videos/{path.name}"})
 
-    by_pert = {ref: {c["perturbation"]: c for c in rep.summary["conditions"]} for ref, rep in reports.items()}
-    by_cell = {ref: {(r["task"], r["perturbation"]): r for r in rep.summary["rows"]} for ref, rep in reports.items()}
-    keep = ("episodes", "successes", "success_rate", "ci95")
     families = []
     for pert in p.perturbations:
         family, level = _perturbation_parts(pert)
-        cond = {ref: {k: by_pert[ref][pert][k] for k in keep} for ref in p.policies if pert in by_pert[ref]}
-        if cond:
+        if cond := cmp.by_policy(pert):
             families.append({"perturbation": pert, "family": family, "level": level, "by_policy": cond})
-    cells = []
-    for task in p.tasks:
-        for pert in p.perturbations:
-            row = {ref: {k: by_cell[ref][(task, pert)][k] for k in keep}
-                   for ref in p.policies if (task, pert) in by_cell[ref]}
-            if row:
-                cells.append({"task": task, "perturbation": pert, "by_policy": row})
-    starts = [[json.dumps(e["start"], sort_keys=True) for e in reports[ref].summary["episodes"]]
-              for ref in p.policies]
+    cells = [{"task": task, "perturbation": pert, "by_policy": row}
+             for task in p.tasks for pert in p.perturbations if (row := cmp.by_policy(pert, task))]
     result = {
         "policies": p.policies,
-        "policy_names": {ref: spec.name for ref, spec in specs},
+        "policy_names": {ref: spec.name for ref, spec in specs.items()},
         "seed": p.seed, "seed_stream": "eval", "episodes": p.episodes, "max_steps": p.max_steps,
-        "same_start_states": all(s == starts[0] for s in starts),
+        "same_start_states": cmp.same_start_states,
         "families": families, "cells": cells, "videos": videos,
-        "starts_disjoint": {ref: rep.summary["starts_disjoint"] for ref, rep in reports.items()},
+        "starts_disjoint": cmp.starts_disjoint,
     }
     report_path = ctx.out / "report.json"
     report_path.write_text(json.dumps({"comparison": result,
-                                       "reports": {ref: rep.summary for ref, rep in reports.items()}}, indent=1))
+                                       "reports": {ref: rep.summary for ref, rep in cmp.reports.items()}}, indent=1))
     ctx.artifact("table", report_path)
     return result
 
@@ -276,7 +249,8 @@ def run_imagine(p: ImagineParams, ctx: RunContext) -> dict:
     return result
 
 
-JOBS: dict[str, Callable[[Params, RunContext], dict]] = {
+# One job per kind of run (backend.kinds.KINDS; tests/test_workers_lifecycle.py checks that none is missing).
+JOBS: dict[Kind, Callable[[Params, RunContext], dict]] = {
     "collect": run_collect,
     "evaluate": run_evaluate,
     "train_wm": run_train_wm,

@@ -1,9 +1,13 @@
-"""Request dependencies: settings, a database session, the Celery app, and the bearer token."""
+"""Request dependencies: settings, a database session, the Celery app, and the bearer token.
+
+Routes take them as annotated parameters: `s: SessionDep, cfg: SettingsDep, app: CeleryDep`.
+"""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Request, status
@@ -16,15 +20,17 @@ from backend.db import sessionmaker_for
 bearer = HTTPBearer(auto_error=False, description="Needed when the studio runs with VLARFT_API_TOKEN.")
 
 
-def settings(request: Request) -> Settings:
+def get_app_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
     return request.app.state.settings
 
 
-def celery(request: Request) -> Celery:
+def get_celery(request: Request) -> Celery:
+    """The Celery app runs are queued with (send_task by name)."""
     return request.app.state.celery
 
 
-def session(request: Request) -> Iterator[Session]:
+def get_db(request: Request) -> Iterator[Session]:
     s = sessionmaker_for(request.app.state.settings.db_url)()
     try:
         yield s
@@ -32,10 +38,14 @@ def session(request: Request) -> Iterator[Session]:
         s.close()
 
 
-def require_token(
-    request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)
-) -> None:
-    expected = request.app.state.settings.token
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+SessionDep = Annotated[Session, Depends(get_db)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def require_token(cfg: SettingsDep, creds: BearerDep) -> None:
+    expected = cfg.token
     if expected is None:
         return
     if creds is None:

@@ -9,9 +9,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from backend.celery_app import BrokerUnavailable
+from backend.crud import Conflict
 from backend.files import UnsafePathError
 from backend.params import describe_errors as validation_message
-from backend.store import BrokerUnavailable, Conflict
 from sim.errors import InputError
 
 log = logging.getLogger("backend.api")

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from models.presets import check_choice, check_device, check_fields
 from sim.errors import InputError
 
 MAX_INSTRUCTION_CHARS = 512  # the same limit as sim.evaluate.EvalConfig
@@ -106,22 +107,20 @@ class TrainConfig:
     threads: int = 2
 
     def __post_init__(self) -> None:
+        # also on resume: train.py rebuilds the saved config through this constructor
         if isinstance(self.policy, dict):
             self.policy = PolicyConfig.from_json(self.policy)
-        for name in ("steps", "batch_size", "fm_samples", "eval_every", "save_every", "log_every", "eval_windows"):
-            if int(getattr(self, name)) <= 0:
-                raise PolicyConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.snapshot_every < 0:
-            raise PolicyConfigError(f"snapshot_every must be 0 or positive, got {self.snapshot_every}")
+        err = PolicyConfigError
+        check_fields(self, "positive", ("steps", "batch_size", "fm_samples", "eval_every", "save_every", "log_every",
+                                        "eval_windows", "lr", "grad_clip"), err)
+        check_fields(self, "non_negative", ("snapshot_every", "vision_lr_scale", "weight_decay", "warmup", "shift",
+                                            "aux_weight", "threads"), err)
+        check_fields(self, "fraction", ("heldout_fraction", "ema"), err)
+        check_choice(self, "label", ("expert", "executed"), err)
+        check_device(self, err)
         if self.base_at < 0 or self.base_step >= self.steps:
             raise PolicyConfigError(f"base_at {self.base_at:g} must give a step below steps ({self.steps}): "
                                     "a fraction in (0, 1), a step count, or 0 for no base snapshot")
-        if not 0.0 <= self.heldout_fraction < 1.0:
-            raise PolicyConfigError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
-        if self.label not in ("expert", "executed"):
-            raise PolicyConfigError(f"label must be expert or executed, got {self.label!r}")
-        if not 0.0 <= self.ema < 1.0:
-            raise PolicyConfigError(f"ema must be in [0, 1), got {self.ema}")
 
     @property
     def base_step(self) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def train_policy(
     out_dir = Path(out).expanduser()
     paths = parse_datasets(dataset)
     prior = load_train_state(out_dir) if resume else None
-    if prior is not None:
+    if prior is not None:  # rebuilt through the constructor: checked like a new run's config
         cfg = TrainConfig(**{**prior["cfg"], **({"steps": steps} if steps is not None else {})})
         if overrides:
             raise InputError(f"cannot change {', '.join(sorted(overrides))} when resuming")
@@ -87,9 +88,9 @@ def train_policy(
     info = inspect_datasets(paths)
 
     # -- the policy, sized to the data ---------------------------------------------------------
+    cfg = replace(cfg, policy=replace(cfg.policy, camera=info.camera, image_size=info.image_size,
+                                      action_dim=info.action_dim, proprio_dim=info.proprio_dim))
     pcfg = cfg.policy
-    pcfg.camera, pcfg.image_size = info.camera, info.image_size
-    pcfg.action_dim, pcfg.proprio_dim = info.action_dim, info.proprio_dim
     if prior is not None:
         for p in paths:
             check_dataset_compat(pcfg, p, f"checkpoint {out_dir}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
+from models.presets import check_device, check_fields
 from sim.errors import InputError
 
 
@@ -84,17 +85,17 @@ class WMConfig:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
 
-    def validate(self) -> None:
-        if self.context_frames < 1:
-            raise WMConfigError(f"context_frames must be >= 1, got {self.context_frames}")
-        if self.horizon < 1:
-            raise WMConfigError(f"horizon must be >= 1, got {self.horizon}")
-        if self.ae_steps < 0 or self.dyn_steps < 0:
-            raise WMConfigError("ae_steps and dyn_steps must be >= 0")
+    def __post_init__(self) -> None:
+        # also on every rebuild (from_json, dataclasses.replace): a resumed run is checked like a new one
+        check_fields(self, "at_least_1", ("context_frames", "horizon", "action_dim", "ae_batch", "dyn_batch",
+                                          "ae_max_gap", "eval_every", "checkpoint_every"), WMConfigError)
+        check_fields(self, "non_negative", ("ae_steps", "dyn_steps", "pixel_steps", "eval_windows", "weight_decay",
+                                            "ae_latent_noise", "threads"), WMConfigError)
+        check_fields(self, "positive", ("ae_lr", "dyn_lr", "grad_clip"), WMConfigError)
+        check_fields(self, "fraction", ("heldout_fraction",), WMConfigError)
+        check_device(self, WMConfigError)
         if self.image_size is not None and self.image_size % 8:
             raise WMConfigError(f"image size {self.image_size} is not divisible by 8")
-        if not 0 <= self.heldout_fraction < 1:
-            raise WMConfigError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
 
 
 # what a fine-tuned model inherits from the checkpoint it starts from (`init_from`): its shape and input units
@@ -129,18 +130,18 @@ PRESETS: dict[str, dict] = {
 def make_config(preset: str = "cpu-quick", steps: int | None = None, **overrides) -> WMConfig:
     if preset not in PRESETS:
         raise WMConfigError(f"unknown preset '{preset}': choose from {', '.join(PRESETS)}")
-    cfg = WMConfig(**PRESETS[preset])
+    base = WMConfig(**PRESETS[preset])
     names = {f.name for f in fields(WMConfig)}
+    values = {}
     for k, v in overrides.items():
         if k not in names:
             raise WMConfigError(f"unknown world-model option '{k}'")
         if v is not None:
-            setattr(cfg, k, tuple(v) if isinstance(getattr(cfg, k), tuple) else v)
+            values[k] = tuple(v) if isinstance(getattr(base, k), tuple) else v
     if steps is not None:
         if steps < 1:
             raise WMConfigError(f"steps must be positive, got {steps}")
-        total = cfg.ae_steps + cfg.dyn_steps
-        cfg.ae_steps = max(1, round(steps * cfg.ae_steps / total)) if total else steps // 2
-        cfg.dyn_steps = max(1, steps - cfg.ae_steps)
-    cfg.validate()
-    return cfg
+        ae, dyn = values.get("ae_steps", base.ae_steps), values.get("dyn_steps", base.dyn_steps)
+        values["ae_steps"] = max(1, round(steps * ae / (ae + dyn))) if ae + dyn else steps // 2
+        values["dyn_steps"] = max(1, steps - values["ae_steps"])
+    return replace(base, **values)  # checked by __post_init__

@@ -9,7 +9,9 @@ the ground-truth chunk. Per state and group we take Spearman's rho between the t
 and average over states. Two image-free baselines get the same treatment: the L1 distance of the
 chunk to the ground-truth chunk, and the deviation of the hand path obtained by integrating the
 actions. Interaction states are states where the ground-truth chunk moves the task's object in the
-simulator (puck, drawer, button; SimEnv.object_pos tracks all four cpu-quick objects).
+simulator (puck, drawer, button; SimEnv.object_pos tracks all four cpu-quick objects). The simulator
+replay (`replay_chunk`), the frame conversion and the action-L1 baseline are those of RFT's reward
+sources (models/rewards.py).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.rewards import PERCEPTUAL, verified_reward
+from models.rewards import PERCEPTUAL, action_l1, frames_to_tensor, replay_chunk, verified_reward
 from models.world_model.model import WorldModel
 from sim.episodes import EpisodeFile
+from sim.evaluate import process_env
 from sim.parallel import Pool, resolve_workers
 from sim.perturb import StartState
 
@@ -45,24 +48,10 @@ class FidelityConfig:
 
 
 # -- simulator side (runs in worker processes) ------------------------------------------------------
-_ENVS: dict = {}
-
-
-def _env(task: str, camera: str, size: int):
-    from sim.env import SimEnv
-
-    key = (task, camera, size)
-    if key not in _ENVS:
-        for old in list(_ENVS):
-            _ENVS.pop(old).close()
-        _ENVS[key] = SimEnv(task, camera=camera, image_size=size)
-    return _ENVS[key]
-
-
 def sim_object_motion(task: str, camera: str, size: int, start: dict, states: np.ndarray,
                       chunks: np.ndarray) -> np.ndarray:
     """How far (m) the object moves under each ground-truth chunk from each state."""
-    env = _env(task, camera, size)
+    env = process_env(task, camera, size)
     s = StartState.from_json(start)
     out = np.zeros(len(states))
     for i, (state, chunk) in enumerate(zip(states, chunks, strict=True)):
@@ -77,15 +66,10 @@ def sim_object_motion(task: str, camera: str, size: int, start: dict, states: np
 def sim_rollouts(task: str, camera: str, size: int, start: dict, state: np.ndarray,
                  chunks: np.ndarray) -> tuple[np.ndarray, float]:
     """Real frames (N, T, H, W, 3) uint8 for each chunk from one restored state, and seconds per chunk."""
-    env = _env(task, camera, size)
+    env = process_env(task, camera, size)
     s = StartState.from_json(start)
-    frames = np.zeros((len(chunks), chunks.shape[1], size, size, 3), np.uint8)
     t0 = time.perf_counter()
-    for i, chunk in enumerate(chunks):
-        env.restore(s, state)
-        for k, a in enumerate(chunk):
-            obs, _, _ = env.step(a)
-            frames[i, k] = obs.frame
+    frames = np.stack([replay_chunk(env, s, state, chunk) for chunk in chunks])
     return frames, (time.perf_counter() - t0) / len(chunks)
 
 
@@ -99,10 +83,6 @@ def chunk_groups(rng: np.random.Generator, expert: np.ndarray, cfg: FidelityConf
     mixed[g - g // 4 :] = rng.uniform(-1, 1, (g // 4, t, a))  # a quarter are random chunks
     groups["mixed"] = mixed
     return {k: v.astype(np.float32) for k, v in groups.items()}
-
-
-def action_l1_reward(chunks: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    return -np.abs(chunks - gt[None]).mean((1, 2))
 
 
 def hand_path_reward(chunks: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -200,7 +180,7 @@ def reward_fidelity(wm: WorldModel, dataset: str, cfg: FidelityConfig | None = N
         for n, ((c, is_inter, gt, groups, chunks, ctx), fut) in enumerate(zip(inputs, jobs, strict=True)):
             real, sec = fut.result()
             sim_s.append(sec)
-            real_t = torch.from_numpy(real).permute(0, 1, 4, 2, 3).float() / 255.0
+            real_t = frames_to_tensor(real)
             ctx_t = torch.from_numpy(ctx).permute(0, 3, 1, 2)[None].expand(len(chunks), -1, -1, -1, -1)
             t0 = time.perf_counter()
             pred = wm.rollout(ctx_t, torch.from_numpy(chunks))
@@ -217,7 +197,7 @@ def reward_fidelity(wm: WorldModel, dataset: str, cfg: FidelityConfig | None = N
                     r_wm = verified_reward(pred[sl], pred[:1], lam, PERCEPTUAL[fn]).numpy()
                     r[f"wm_lambda_{lam:g}"] = spearman(r_wm, r_sim)
                     if lam == 0.0:
-                        r["action_l1"] = spearman(action_l1_reward(g, gt), r_sim)
+                        r["action_l1"] = spearman(action_l1(g, gt[None]), r_sim)
                         r["hand_path"] = spearman(hand_path_reward(g, gt), r_sim)
                         # how different the real frames are within the group (sanity: near 0 means no signal)
                         r["sim_reward_std"] = float(np.std(r_sim))

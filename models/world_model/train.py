@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -146,11 +147,10 @@ def _resolve_config(out: Path, preset: str, steps: int | None, resume: bool, ove
         meta = read_config(out, KIND)
         if meta.get("architecture") != ARCH:
             raise CheckpointError(f"{out}: cannot resume a {meta.get('architecture')!r} world model with {ARCH!r}")
-        cfg = WMConfig.from_json(meta["config"])
+        cfg = WMConfig.from_json(meta["config"])  # checked as a new run's (WMConfig.__post_init__)
         if steps is not None or overrides:  # an explicit change to the run's length or options
             fresh = make_config(preset, steps, **overrides)
-            for k in ("ae_steps", "dyn_steps", *overrides):
-                setattr(cfg, k, getattr(fresh, k))
+            cfg = replace(cfg, **{k: getattr(fresh, k) for k in ("ae_steps", "dyn_steps", *overrides)})
         return cfg
     cfg = make_config(preset, steps, **overrides)
     if cfg.init_from:
@@ -161,8 +161,7 @@ def _resolve_config(out: Path, preset: str, steps: int | None, resume: bool, ove
             raise CheckpointError(f"{cfg.init_from}: world-model architecture {meta.get('architecture')!r} cannot be "
                                   f"fine-tuned as {ARCH!r}")
         src = WMConfig.from_json(meta["config"])
-        for k in INHERITED:
-            setattr(cfg, k, getattr(src, k))
+        cfg = replace(cfg, **{k: getattr(src, k) for k in INHERITED})
     return cfg
 
 
@@ -205,13 +204,12 @@ def train_world_model(
     if len(train_starts) == 0:
         raise WMConfigError(f"no training episode is longer than the horizon ({cfg.horizon} steps)")
     if cfg.camera is None:
-        cfg.camera = store.camera
-        cfg.image_size = store.image_size
         rows = np.concatenate([np.arange(store.ep_start[e], store.ep_start[e] + store.ep_len[e]) for e in train_eps])
-        cfg.action_low = store.actions[rows].min(0).astype(float).tolist()
-        cfg.action_high = store.actions[rows].max(0).astype(float).tolist()
-        cfg.proprio_mean = store.proprio[rows].mean(0).astype(float).tolist()
-        cfg.proprio_std = (store.proprio[rows].std(0) + 1e-3).astype(float).tolist()
+        cfg = replace(cfg, camera=store.camera, image_size=store.image_size,
+                      action_low=store.actions[rows].min(0).astype(float).tolist(),
+                      action_high=store.actions[rows].max(0).astype(float).tolist(),
+                      proprio_mean=store.proprio[rows].mean(0).astype(float).tolist(),
+                      proprio_std=(store.proprio[rows].std(0) + 1e-3).astype(float).tolist())
     elif (cfg.image_size, cfg.camera) != (store.image_size, store.camera):
         raise WMConfigError(f"resuming a model of {cfg.image_size}px '{cfg.camera}' frames on {store.image_size}px "
                             f"'{store.camera}' data")

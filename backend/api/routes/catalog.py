@@ -7,13 +7,13 @@ import threading
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.api.deps import session, settings
+from backend.api.deps import SessionDep, SettingsDep
 from backend.api.routes.datasets import get_dataset
 from backend.core.config import Settings
 from backend.files import resolve_stored
@@ -50,8 +50,8 @@ def list_perturbations() -> PerturbationsOut:
 
 @router.get("/checkpoints", response_model=list[CheckpointOut])
 def list_checkpoints(
-    s: Session = Depends(session),
-    cfg: Settings = Depends(settings),
+    s: SessionDep,
+    cfg: SettingsDep,
     kind: Literal["policy", "world_model", "reward_model"] | None = Query(
         None, description="Only this kind of checkpoint."),
     limit: int = Query(200, ge=1, le=1000),
@@ -86,7 +86,7 @@ def _episode_file(cfg: Settings, s: Session, dataset_id: int):
 
 
 @router.get("/datasets/{dataset_id}/episodes", response_model=list[EpisodeOut])
-def list_episodes(dataset_id: DatasetPath, s: Session = Depends(session), cfg: Settings = Depends(settings),
+def list_episodes(dataset_id: DatasetPath, s: SessionDep, cfg: SettingsDep,
                   limit: int = Query(500, ge=1, le=10_000), offset: int = Query(0, ge=0, le=10**7)) -> list[EpisodeOut]:
     """Episodes of a dataset in file order: task, instruction, length, success."""
     _, f = _episode_file(cfg, s, dataset_id)
@@ -109,8 +109,7 @@ def _write_preview(src, index: int, target: Path) -> None:
 
 @router.get("/datasets/{dataset_id}/episodes/{index}/video", response_class=FileResponse,
             responses={200: {"content": {"video/mp4": {}}}})
-def episode_video(dataset_id: DatasetPath, index: EpisodePath, s: Session = Depends(session),
-                        cfg: Settings = Depends(settings)) -> FileResponse:
+def episode_video(dataset_id: DatasetPath, index: EpisodePath, s: SessionDep, cfg: SettingsDep) -> FileResponse:
     """An H.264 MP4 of one episode's camera frames (rendered once, then cached beside the artifacts)."""
     ds, f = _episode_file(cfg, s, dataset_id)
     try:

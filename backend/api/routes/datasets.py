@@ -8,8 +8,7 @@ import os
 import uuid
 from typing import Annotated
 
-from celery import Celery
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
@@ -17,15 +16,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.api.deps import celery, session, settings
+from backend import crud
+from backend.api.deps import CeleryDep, SessionDep, SettingsDep
 from backend.api.routes.runs import submit
-from backend.core.config import Settings
 from backend.db import utcnow
 from backend.files import CHUNK, resolve_stored
+from backend.kinds import ACTIVE
 from backend.models import Dataset, Run
 from backend.params import NAME_PATTERN, CollectParams
 from backend.schemas import DatasetOut, Page, RunOut
-from backend.store import count
 
 router = APIRouter(tags=["datasets"])
 DatasetPath = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="Dataset id.")]
@@ -45,22 +44,21 @@ def _bad_file(msg: str) -> HTTPException:
 
 
 @router.get("/datasets", response_model=Page[DatasetOut])
-def list_datasets(s: Session = Depends(session), limit: int = Query(50, ge=1, le=500),
+def list_datasets(s: SessionDep, limit: int = Query(50, ge=1, le=500),
                   offset: int = Query(0, ge=0, le=10**9)) -> dict:
     q = select(Dataset)
     items = s.scalars(q.order_by(Dataset.id.desc()).limit(limit).offset(offset)).all()
-    return {"items": items, "total": count(s, q), "limit": limit, "offset": offset}
+    return {"items": items, "total": crud.count(s, q), "limit": limit, "offset": offset}
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut)
-def read_dataset(dataset_id: DatasetPath, s: Session = Depends(session)) -> Dataset:
+def read_dataset(dataset_id: DatasetPath, s: SessionDep) -> Dataset:
     return get_dataset(s, dataset_id)
 
 
 @router.get("/datasets/{dataset_id}/download", response_class=FileResponse,
             responses={200: {"content": {"application/x-hdf5": {}}}})
-def download_dataset(dataset_id: DatasetPath, s: Session = Depends(session),
-                     cfg: Settings = Depends(settings)) -> FileResponse:
+def download_dataset(dataset_id: DatasetPath, s: SessionDep, cfg: SettingsDep) -> FileResponse:
     ds = get_dataset(s, dataset_id)
     path = resolve_stored(cfg.artifacts, ds.path)
     if not path.is_file():
@@ -69,11 +67,10 @@ def download_dataset(dataset_id: DatasetPath, s: Session = Depends(session),
 
 
 @router.delete("/datasets/{dataset_id}", status_code=204, response_class=Response)
-def delete_dataset(dataset_id: DatasetPath, s: Session = Depends(session),
-                   cfg: Settings = Depends(settings)) -> Response:
+def delete_dataset(dataset_id: DatasetPath, s: SessionDep, cfg: SettingsDep) -> Response:
     """Delete a dataset and its file; refused while a queued or running run uses it."""
     ds = get_dataset(s, dataset_id)
-    for run in s.scalars(select(Run).where(Run.status.in_(("queued", "running")))):
+    for run in s.scalars(select(Run).where(Run.status.in_(ACTIVE))):
         p = run.params or {}
         listed = [*(p.get("exclude_dataset_ids") or []), *(p.get("dataset_ids") or []),
                   *(p.get("extra_dataset_ids") or [])]
@@ -88,8 +85,8 @@ def delete_dataset(dataset_id: DatasetPath, s: Session = Depends(session),
 
 
 @router.post("/datasets/collect", status_code=201, response_model=RunOut)
-def collect_dataset(params: CollectParams, s: Session = Depends(session), cfg: Settings = Depends(settings),
-                    app: Celery = Depends(celery), name: str | None = Query(None, max_length=200)) -> Run:
+def collect_dataset(params: CollectParams, s: SessionDep, cfg: SettingsDep, app: CeleryDep,
+                    name: str | None = Query(None, max_length=200)) -> Run:
     """Collect scripted-expert episodes as a run; the dataset appears when the run succeeds."""
     return submit(s, cfg, app, "collect", params, name, None)
 
@@ -131,10 +128,10 @@ def _validate(path: str) -> dict:
 
 @router.post("/datasets", status_code=201, response_model=DatasetOut)
 async def upload_dataset(
-    file: UploadFile = File(description="An HDF5 episode file (vlarft, robomimic or LIBERO layout)."),
-    name: str = Form(pattern=NAME_PATTERN, description="Unique name."),
-    s: Session = Depends(session),
-    cfg: Settings = Depends(settings),
+    file: Annotated[UploadFile, File(description="An HDF5 episode file (vlarft, robomimic or LIBERO layout).")],
+    name: Annotated[str, Form(pattern=NAME_PATTERN, description="Unique name.")],
+    s: SessionDep,
+    cfg: SettingsDep,
 ) -> Dataset:
     """Accepted only after every array of every episode was read and checked (shapes, NaNs, lengths)."""
     if s.scalar(select(Dataset.id).where(Dataset.name == name)):
@@ -148,10 +145,8 @@ async def upload_dataset(
         summary = await run_in_threadpool(_validate, str(tmp))
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
-        ds = Dataset(name=name, path=final.relative_to(cfg.artifacts).as_posix(), source="upload", run_id=None,
-                     size=size, sha256=digest, episodes=summary["episodes"], steps=summary["steps"],
-                     tasks=summary["tasks"], image_size=summary["image_size"], camera=summary["camera"],
-                     action_dim=summary["action_dim"], success_rate=summary["success_rate"], created_at=utcnow())
+        ds = Dataset.from_summary(summary, name=name, path=final.relative_to(cfg.artifacts).as_posix(),
+                                  source="upload", run_id=None, size=size, sha256=digest, created_at=utcnow())
         s.add(ds)
         try:
             s.commit()

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from backend import __version__
-from backend.api.deps import settings
+from backend.api.deps import SettingsDep
 from backend.broker import BrokerError, describe, ping
-from backend.core.config import Settings
 from backend.db import get_engine
-from backend.models import KINDS
+from backend.kinds import KINDS
 from backend.schemas import Health, Version
 
 router = APIRouter(tags=["health"])
@@ -37,7 +36,7 @@ def _check_broker(url: str) -> str:
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
-async def health(cfg: Settings = Depends(settings)):
+async def health(cfg: SettingsDep):
     """200 when the database and the broker answer, 503 (same body) otherwise."""
     db = await run_in_threadpool(_check_db, cfg.db_url)
     broker = await run_in_threadpool(_check_broker, cfg.broker)
@@ -46,6 +45,6 @@ async def health(cfg: Settings = Depends(settings)):
 
 
 @router.get("/version", response_model=Version)
-def version(cfg: Settings = Depends(settings)) -> Version:
+def version(cfg: SettingsDep) -> Version:
     return Version(version=__version__, api="v1", database=make_url(cfg.db_url).get_backend_name(),
                    broker=describe(cfg.broker), kinds=list(KINDS), auth=cfg.token is not None)

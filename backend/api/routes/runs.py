@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Union
 
 from celery import Celery
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Body, HTTPException, Query, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.api.deps import celery, session, settings
+from backend import crud
+from backend.api.deps import CeleryDep, SessionDep, SettingsDep
 from backend.api.errors import invalid
 from backend.core.config import Settings
 from backend.files import folder_files, inside, resolve_stored, safe_relative
+from backend.kinds import ARTIFACT_KINDS, Kind, Status
 from backend.limits import check_parent, check_run
 from backend.models import Artifact, Evaluation, Run, RunLog
 from backend.params import (
@@ -35,36 +37,23 @@ from backend.params import (
     WMEvalParams,
 )
 from backend.schemas import (
+    RUN_CREATE_TYPES,
     ArtifactOut,
-    CollectRun,
-    EvaluateRun,
     EvaluationOut,
-    ImagineRun,
-    Kind,
     LogLine,
     LogsOut,
     MetricSeries,
     MetricsOut,
     Page,
-    PipelineRun,
-    RFTRun,
     RunOut,
-    Status,
-    TrainPolicyRun,
-    TrainRewardRun,
-    TrainWMRun,
-    WMEvalRun,
 )
-from backend.store import count, metrics_after_id, metrics_since
-from backend.store import submit as store_submit
 
 router = APIRouter(tags=["runs"])
 MAX_ID = 2**31 - 1
 RunPath = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Run id.")]
 
 RunCreate = Annotated[
-    CollectRun | TrainWMRun | TrainPolicyRun | TrainRewardRun | RFTRun | EvaluateRun | WMEvalRun | PipelineRun
-    | ImagineRun,
+    Union[RUN_CREATE_TYPES],  # noqa: UP007  one request body per kind, told apart by `kind`
     Body(
         discriminator="kind",
         openapi_examples={
@@ -114,7 +103,7 @@ def submit(s: Session, cfg: Settings, app: Celery, kind: str, params: Params, na
     errors = check_parent(s, parent_id) + check_run(s, cfg, kind, params)
     if errors:
         raise invalid(errors)
-    return store_submit(s, app, kind, params, name, parent_id or _default_parent(params))
+    return crud.submit(s, app, kind, params, name, parent_id or _default_parent(params))
 
 
 def get_run(s: Session, run_id: int) -> Run:
@@ -125,15 +114,14 @@ def get_run(s: Session, run_id: int) -> Run:
 
 
 @router.post("/runs", status_code=201, response_model=RunOut, summary="Create a run of any kind")
-def create_run(body: RunCreate, s: Session = Depends(session), cfg: Settings = Depends(settings),
-               app: Celery = Depends(celery)) -> Run:
+def create_run(body: RunCreate, s: SessionDep, cfg: SettingsDep, app: CeleryDep) -> Run:
     return submit(s, cfg, app, body.kind, body.params, body.name, body.parent_id)
 
 
 @router.post("/compare", status_code=201, response_model=RunOut, tags=["jobs"],
              summary="Two policies × a perturbation grid, on the same seeded start states")
-def compare(params: CompareParams, s: Session = Depends(session), cfg: Settings = Depends(settings),
-            app: Celery = Depends(celery), name: str | None = Query(None, max_length=200)) -> Run:
+def compare(params: CompareParams, s: SessionDep, cfg: SettingsDep, app: CeleryDep,
+            name: str | None = Query(None, max_length=200)) -> Run:
     """An `evaluate` run with two policies. Its result holds, per perturbation family and level and per
     policy, successes / episodes with a 95% Wilson interval, and side-by-side videos on shared seeds."""
     label = name or f"compare {params.policy_a} vs {params.policy_b}"
@@ -142,14 +130,14 @@ def compare(params: CompareParams, s: Session = Depends(session), cfg: Settings 
 
 @router.post("/imagine", status_code=201, response_model=RunOut, tags=["jobs"],
              summary="A world-model rollout video for an instruction and a start state")
-def imagine(params: ImagineParams, s: Session = Depends(session), cfg: Settings = Depends(settings),
-            app: Celery = Depends(celery), name: str | None = Query(None, max_length=200)) -> Run:
+def imagine(params: ImagineParams, s: SessionDep, cfg: SettingsDep, app: CeleryDep,
+            name: str | None = Query(None, max_length=200)) -> Run:
     return submit(s, cfg, app, "imagine", params, name, None)
 
 
 @router.get("/runs", response_model=Page[RunOut])
 def list_runs(
-    s: Session = Depends(session),
+    s: SessionDep,
     kind: Kind | None = None,
     status_: list[Status] | None = Query(None, alias="status", description="Repeat to match several."),
     parent_id: int | None = Query(None, ge=1, le=MAX_ID),
@@ -165,45 +153,38 @@ def list_runs(
     if parent_id is not None:
         q = q.where(Run.parent_id == parent_id)
     items = s.scalars(q.order_by(Run.id.desc()).limit(limit).offset(offset)).all()
-    return {"items": items, "total": count(s, q), "limit": limit, "offset": offset}
+    return {"items": items, "total": crud.count(s, q), "limit": limit, "offset": offset}
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def read_run(run_id: RunPath, s: Session = Depends(session)) -> Run:
+def read_run(run_id: RunPath, s: SessionDep) -> Run:
     return get_run(s, run_id)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)
-def cancel_run(run_id: RunPath, s: Session = Depends(session), cfg: Settings = Depends(settings),
-               app: Celery = Depends(celery)) -> Run:
+def cancel_run(run_id: RunPath, s: SessionDep, cfg: SettingsDep, app: CeleryDep) -> Run:
     """A queued run is cancelled at once. A running one is asked to stop at its next check (it keeps
     its partial artifacts) and is terminated if it has not stopped after VLARFT_CANCEL_GRACE_S."""
-    from backend.store import cancel
-
-    return cancel(s, app, get_run(s, run_id), cfg.cancel_grace_s)
+    return crud.cancel(s, app, get_run(s, run_id), cfg.cancel_grace_s)
 
 
 @router.post("/runs/{run_id}/resume", response_model=RunOut)
-def resume_run(run_id: RunPath, s: Session = Depends(session), app: Celery = Depends(celery)) -> Run:
+def resume_run(run_id: RunPath, s: SessionDep, app: CeleryDep) -> Run:
     """Queue a failed or cancelled run again; it continues from its last checkpoint."""
-    from backend.store import resume
-
-    return resume(s, app, get_run(s, run_id))
+    return crud.resume(s, app, get_run(s, run_id))
 
 
 @router.delete("/runs/{run_id}", status_code=204, response_class=Response)
-def delete_run(run_id: RunPath, s: Session = Depends(session), cfg: Settings = Depends(settings)) -> Response:
+def delete_run(run_id: RunPath, s: SessionDep, cfg: SettingsDep) -> Response:
     """Delete a finished run with its metrics, logs, evaluations and files (not the datasets it made)."""
-    from backend.store import delete_run as store_delete
-
-    store_delete(s, get_run(s, run_id), cfg.artifacts)
+    crud.delete_run(s, get_run(s, run_id), cfg.artifacts)
     return Response(status_code=204)
 
 
 @router.get("/runs/{run_id}/metrics", response_model=MetricsOut)
 def read_metrics(
     run_id: RunPath,
-    s: Session = Depends(session),
+    s: SessionDep,
     since: int = Query(-1, ge=-1, le=2**62, description="Only steps after this one (pass the last_step you got)."),
     names: str | None = Query(None, max_length=2000, description="Comma-separated metric names."),
     limit: int = Query(20_000, ge=1, le=200_000, description="At most this many rows."),
@@ -214,7 +195,7 @@ def read_metrics(
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
     if after_id is not None:
         return _metrics_by_id(s, run_id, after_id, wanted, limit)
-    rows = metrics_since(s, run_id, since, wanted, limit + 1)
+    rows = crud.metrics_since(s, run_id, since, wanted, limit + 1)
     if len(rows) > limit:
         # Truncated: never split a step between two answers (unless one step alone exceeds the limit).
         nxt, rows = rows[limit], rows[:limit]
@@ -231,7 +212,7 @@ def read_metrics(
 
 
 def _metrics_by_id(s: Session, run_id: int, after_id: int, names: list[str] | None, limit: int) -> MetricsOut:
-    rows = metrics_after_id(s, run_id, after_id, names, limit)
+    rows = crud.metrics_after_id(s, run_id, after_id, names, limit)
     series: dict[str, MetricSeries] = {}
     for m in rows:
         ser = series.setdefault(m.name, MetricSeries(steps=[], values=[]))
@@ -244,7 +225,7 @@ def _metrics_by_id(s: Session, run_id: int, after_id: int, names: list[str] | No
 @router.get("/runs/{run_id}/logs", response_model=LogsOut)
 def read_logs(
     run_id: RunPath,
-    s: Session = Depends(session),
+    s: SessionDep,
     since: int = Query(0, ge=0, le=2**62, description="Only lines with a larger id (pass last_id)."),
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> LogsOut:
@@ -266,8 +247,8 @@ def artifact_out(a: Artifact, artifacts: Path) -> ArtifactOut:
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactOut])
-def list_artifacts(run_id: RunPath, s: Session = Depends(session), cfg: Settings = Depends(settings),
-                   kind: str | None = Query(None, pattern="^(checkpoint|video|table|plot)$")) -> list[ArtifactOut]:
+def list_artifacts(run_id: RunPath, s: SessionDep, cfg: SettingsDep,
+                   kind: str | None = Query(None, pattern=f"^({'|'.join(ARTIFACT_KINDS)})$")) -> list[ArtifactOut]:
     get_run(s, run_id)
     q = select(Artifact).where(Artifact.run_id == run_id)
     if kind:
@@ -277,8 +258,7 @@ def list_artifacts(run_id: RunPath, s: Session = Depends(session), cfg: Settings
 
 @router.get("/runs/{run_id}/artifacts/{name:path}", response_class=FileResponse,
             responses={200: {"content": {"application/octet-stream": {}}}})
-def download_artifact(run_id: RunPath, name: str, s: Session = Depends(session),
-                      cfg: Settings = Depends(settings)) -> FileResponse:
+def download_artifact(run_id: RunPath, name: str, s: SessionDep, cfg: SettingsDep) -> FileResponse:
     """Stream one artifact file, or one file of a folder artifact ('checkpoint/config.json')."""
     rel = safe_relative(name)
     get_run(s, run_id)
@@ -298,14 +278,14 @@ def download_artifact(run_id: RunPath, name: str, s: Session = Depends(session),
 
 
 @router.get("/runs/{run_id}/evaluations", response_model=list[EvaluationOut])
-def run_evaluations(run_id: RunPath, s: Session = Depends(session)) -> list[Evaluation]:
+def run_evaluations(run_id: RunPath, s: SessionDep) -> list[Evaluation]:
     get_run(s, run_id)
     return list(s.scalars(select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.id)))
 
 
 @router.get("/evaluations", response_model=Page[EvaluationOut], tags=["evaluations"])
 def list_evaluations(
-    s: Session = Depends(session),
+    s: SessionDep,
     policy: str | None = Query(None, max_length=200),
     task: str | None = Query(None, max_length=64),
     perturbation: str | None = Query(None, max_length=32),
@@ -318,4 +298,4 @@ def list_evaluations(
         if value:
             q = q.where(col == value)
     items = s.scalars(q.order_by(Evaluation.id.desc()).limit(limit).offset(offset)).all()
-    return {"items": items, "total": count(s, q), "limit": limit, "offset": offset}
+    return {"items": items, "total": crud.count(s, q), "limit": limit, "offset": offset}

@@ -1,0 +1,36 @@
+"""The app `vlarft api` serves: the REST API (backend.main) with the Gradio UI (frontend.app) mounted at
+/ui when settings.ui is on and the frontend is installed.
+
+    uvicorn cli.studio_app:create_app --factory
+
+The backend never names the frontend; this module, above both, puts them together.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from backend.core.config import Settings, get_settings
+from backend.main import UI_PATH
+from backend.main import create_app as create_api
+
+
+def mount_ui(app: FastAPI) -> bool:
+    """Mount the UI at UI_PATH; False when the frontend package is not installed."""
+    try:
+        from frontend.app import mount
+    except ModuleNotFoundError as exc:
+        if exc.name in ("frontend", "frontend.app"):
+            return False
+        raise
+    mount(app, UI_PATH)
+    app.state.ui = True
+    return True
+
+
+def create_app(settings: Settings | None = None, *, reaper: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    app = create_api(settings, reaper=reaper)
+    if settings.ui:
+        mount_ui(app)
+    return app
