@@ -1,7 +1,10 @@
-"""What the API does to runs (submit, cancel, resume, delete) and the queries its pages share.
+"""What the API does to runs (submit, cancel, resume, delete), datasets (delete) and the queries its
+pages share.
 
 Every call takes the request's session. State changes are compare-and-set UPDATEs (on status and
 task_id), so the API, the reapers and a worker that was thought dead can race without corrupting a run.
+Deletes are conditional DELETEs whose row count decides: of concurrent deletes of one row exactly one
+succeeds (204), the others find nothing (404).
 """
 
 from __future__ import annotations
@@ -10,19 +13,27 @@ import shutil
 from pathlib import Path
 
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException
 
 from backend.celery_app import BrokerUnavailable, new_task_id, revoke, send
 from backend.db import utcnow
-from backend.files import run_folder
+from backend.files import resolve_stored, run_folder
 from backend.kinds import ACTIVE, TERMINAL
-from backend.models import Metric, Run, RunLog
+from backend.models import Dataset, Metric, Run, RunLog
 from backend.params import QUEUE_OF, Params
 
 
 class Conflict(RuntimeError):
     """The run is in a state that does not allow the request (HTTP 409)."""
+
+
+class NotFound(HTTPException):
+    """The row is gone (HTTP 404, through the API's HTTPException handler)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(404, f"no {what}")
 
 
 def submit(s: Session, celery: Celery, kind: str, params: Params, name: str | None, parent_id: int | None) -> Run:
@@ -113,11 +124,46 @@ def resume(s: Session, celery: Celery, run: Run) -> Run:
 
 
 def delete_run(s: Session, run: Run, artifacts: Path) -> None:
+    """Delete a finished run (its rows cascade) and its folder; NotFound if a concurrent delete won."""
     if run.status in ACTIVE:
         raise Conflict(f"run {run.id} is {run.status}; cancel it first")
-    s.delete(run)
+    run_id = run.id
+    done = s.execute(delete(Run).where(Run.id == run_id, Run.status.in_(TERMINAL))
+                     .execution_options(synchronize_session=False)).rowcount
     s.commit()
-    shutil.rmtree(run_folder(artifacts, run.id), ignore_errors=True)
+    if not done:
+        status = s.scalar(select(Run.status).where(Run.id == run_id))
+        if status is None:
+            raise NotFound(f"run {run_id}")
+        raise Conflict(f"run {run_id} is {status}; cancel it first")
+    shutil.rmtree(run_folder(artifacts, run_id), ignore_errors=True)
+
+
+def runs_using_dataset(s: Session, dataset_id: int) -> list[Run]:
+    """Queued or running runs whose parameters name the dataset."""
+    users = []
+    for run in s.scalars(select(Run).where(Run.status.in_(ACTIVE))):
+        p = run.params or {}
+        listed = [p.get("dataset_id"), *(p.get("exclude_dataset_ids") or []), *(p.get("dataset_ids") or []),
+                  *(p.get("extra_dataset_ids") or [])]
+        if dataset_id in listed:
+            users.append(run)
+    return users
+
+
+def delete_dataset(s: Session, ds: Dataset, artifacts: Path) -> None:
+    """Delete a dataset and its file; Conflict while an active run uses it, NotFound if a concurrent
+    delete won (only the winner removes the file)."""
+    users = runs_using_dataset(s, ds.id)
+    if users:
+        raise Conflict(f"run {users[0].id} ({users[0].status}) uses dataset {ds.id}")
+    ds_id, path = ds.id, resolve_stored(artifacts, ds.path)
+    done = s.execute(delete(Dataset).where(Dataset.id == ds_id).execution_options(synchronize_session=False)).rowcount
+    s.commit()
+    if not done:
+        raise NotFound(f"dataset {ds_id}")
+    if path.resolve().is_relative_to(artifacts.resolve()):
+        path.unlink(missing_ok=True)
 
 
 def metrics_since(s: Session, run_id: int, since: int, names: list[str] | None, limit: int) -> list[Metric]:

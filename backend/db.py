@@ -1,8 +1,9 @@
 """Engines, sessions and migrations; the same behaviour on SQLite and PostgreSQL.
 
 SQLite runs in WAL mode with a busy timeout (the API and the workers write from different
-processes) and with foreign keys on, so cascades behave as on PostgreSQL. Engines are cached per
-process: a Celery prefork child builds its own instead of inheriting its parent's connections.
+processes) and with foreign keys on, so cascades behave as on PostgreSQL; its file (and the -wal and
+-shm files SQLite derives from it) is private to the owner (0600). Engines are cached per process: a
+Celery prefork child builds its own instead of inheriting its parent's connections.
 """
 
 from __future__ import annotations
@@ -55,11 +56,24 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite gives -wal/-shm the same mode);
+    tighten an existing one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if p.stat().st_mode & 0o077:
+                p.chmod(0o600)
+        except OSError:  # missing, or not ours: leave it
+            pass
+
+
 def make_engine(url: str) -> Engine:
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        if u.database and u.database != ":memory:":
-            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
+            _private_file(Path(u.database).expanduser())
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=10,
                                max_overflow=30)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -124,11 +138,25 @@ _MIGRATION_LOCK = 7_346_209_113  # PostgreSQL advisory lock: one migrator at a t
 def _run_alembic(url: str, action) -> None:
     cfg = alembic_config(url)
     engine = get_engine(url)
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-        cfg.attributes["connection"] = conn
-        action(cfg)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # Before any write: SQLite ignores this pragma inside a transaction. Table rebuilds
+            # (batch mode) drop and recreate tables, which would cascade with foreign keys on.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+                cfg.attributes["connection"] = conn
+                action(cfg)
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
+        if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+            raise RuntimeError("the migration left rows whose foreign keys point nowhere")
 
 
 def upgrade(url: str, revision: str = "head") -> None:

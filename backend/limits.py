@@ -124,7 +124,7 @@ def check_run(s: Session, settings: Settings, kind: str, p: Params, loc: Loc = (
         free = free_disk(art / "datasets")
         if worst > free:
             errors.append(_err((*loc, "episodes"), f"too big for this machine: up to {human(worst)} of episodes, "
-                               f"{human(free)} free under {art}"))
+                               f"{human(free)} free for datasets"))
         if p.dataset_name and s.scalar(select(Dataset.id).where(Dataset.name == p.dataset_name)):
             errors.append(_err((*loc, "dataset_name"), f"a dataset named {p.dataset_name!r} exists"))
         if p.policy:

@@ -28,6 +28,8 @@ from backend.schemas import DATASET_STATS
 
 # 64-bit ids on PostgreSQL; SQLite only auto-increments INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer, "sqlite")
+# Ids are never reused: SQLite's AUTOINCREMENT (PostgreSQL's sequences never go back anyway).
+NO_REUSE = {"sqlite_autoincrement": True}
 
 
 class Base(DeclarativeBase):
@@ -36,6 +38,7 @@ class Base(DeclarativeBase):
 
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = NO_REUSE
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -64,6 +67,7 @@ class Run(Base):
     __table_args__ = (
         Index("ix_runs_status_heartbeat", "status", "heartbeat"),
         Index("ix_runs_kind_id", "kind", "id"),
+        NO_REUSE,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -93,6 +97,7 @@ class Metric(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "name", "step", name="uq_metrics_run_name_step"),
         Index("ix_metrics_run_step", "run_id", "step"),
+        NO_REUSE,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -105,7 +110,7 @@ class Metric(Base):
 
 class Artifact(Base):
     __tablename__ = "artifacts"
-    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_artifacts_run_name"),)
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_artifacts_run_name"), NO_REUSE)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
@@ -121,7 +126,7 @@ class Artifact(Base):
 
 class Evaluation(Base):
     __tablename__ = "evaluations"
-    __table_args__ = (Index("ix_evaluations_policy_task", "policy", "task", "perturbation"),)
+    __table_args__ = (Index("ix_evaluations_policy_task", "policy", "task", "perturbation"), NO_REUSE)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
@@ -139,7 +144,7 @@ class Evaluation(Base):
 
 class RunLog(Base):
     __tablename__ = "run_logs"
-    __table_args__ = (Index("ix_run_logs_run_id_id", "run_id", "id"),)
+    __table_args__ = (Index("ix_run_logs_run_id_id", "run_id", "id"), NO_REUSE)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))

@@ -41,7 +41,12 @@ MAX_EPISODE_STEPS = 1000
 POLICY_REF = re.compile(r"^(expert|run:[1-9]\d{0,9}|artifact:[1-9]\d{0,9})$")
 MODEL_REF = re.compile(r"^(run:[1-9]\d{0,9}|artifact:[1-9]\d{0,9})$")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-MAX_ID = 2**63 - 1  # ids are 64-bit in the database
+MAX_ID = 2**31 - 1  # runs, datasets and artifacts have INTEGER ids (32-bit on PostgreSQL)
+# Collection needs at least this many steps per episode: no scripted expert succeeds sooner (the shortest
+# success measured over 50 tasks × 4 starts and 5 short tasks × the perturbation suite × 6 starts took
+# 16 steps), and a shorter episode is too short to train on (context + horizon windows).
+MIN_COLLECT_STEPS = 10
+
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
@@ -56,16 +61,22 @@ def _perturbations(v: str | list[str]) -> list[str]:
     return [p.name for p in parse_perturbations(text)]
 
 
+def _id_in_range(v: str) -> str:
+    if ":" in v and int(v.partition(":")[2]) > MAX_ID:
+        raise ValueError(f"id {v.partition(':')[2]} is larger than any id ({MAX_ID})")
+    return v
+
+
 def check_policy_ref(v: str) -> str:
     if not POLICY_REF.match(v):
         raise ValueError("must be 'expert', 'run:<id>' (that run's latest checkpoint) or 'artifact:<id>'")
-    return v
+    return _id_in_range(v)
 
 
 def check_model_ref(v: str) -> str:
     if not MODEL_REF.match(v):
         raise ValueError("must be 'run:<id>' (that run's latest checkpoint) or 'artifact:<id>'")
-    return v
+    return _id_in_range(v)
 
 
 def _distinct(v: list, what: str) -> list:
@@ -100,7 +111,9 @@ class CollectParams(Params):
     seed: Seed = 0
     camera: Literal[CAMERAS] = Field("workspace", description="Camera the frames come from.")  # type: ignore[valid-type]
     image_size: Literal[IMAGE_SIZES] = Field(64, description="Frame size in pixels (square).")  # type: ignore[valid-type]
-    max_steps: MaxSteps = 200
+    max_steps: int = Field(200, ge=MIN_COLLECT_STEPS, le=MAX_EPISODE_STEPS, description=(
+        f"Steps before an episode counts as failed; at least {MIN_COLLECT_STEPS}: no scripted expert succeeds "
+        "sooner, so a shorter limit could not produce an episode."))
     keep_failures: bool = Field(False, description="Also keep the episodes where the expert failed.")
     dataset_name: str | None = Field(None, pattern=NAME_PATTERN, description="Name of the dataset it creates.")
     policy: str | None = Field(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from backend.kinds import TERMINAL, Kind, Status
 from backend.params import (
+    MAX_ID,
     CollectParams,
     EvaluateParams,
     ImagineParams,
@@ -128,6 +129,26 @@ class EvaluationOut(Out):
     created_at: datetime
 
 
+class ErrorOut(BaseModel):
+    """Every error but a 422: a one-line message, repeated in `detail`."""
+
+    message: str = Field(description="What went wrong, in one line.")
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: body, query or path, then the field's path.")
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422: the message names each field (`params.episodes: ...`); `detail` lists them."""
+
+    message: str = Field(description="Every problem in one line, each naming its field.")
+    detail: list[FieldError]
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: str
@@ -137,8 +158,8 @@ class Health(BaseModel):
 class Version(BaseModel):
     version: str
     api: str
-    database: str
-    broker: str
+    database: str | None = Field(None, description="Database type; only for a caller with the token.")
+    broker: str | None = Field(None, description="Broker; only for a caller with the token.")
     kinds: list[str]
     auth: bool
 
@@ -148,7 +169,7 @@ class Version(BaseModel):
 class RunCreateBase(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str | None = Field(None, max_length=200)
-    parent_id: int | None = Field(None, ge=1)
+    parent_id: int | None = Field(None, ge=1, le=MAX_ID, description="A run this one belongs to.")
 
 
 class CollectRun(RunCreateBase):

@@ -191,24 +191,30 @@ def finish(url: str, c: Claim, status: str, *, result: dict | None = None, error
 
 
 def requeue_interrupted(url: str, celery: Celery, c: Claim, queue: str) -> bool:
-    """A worker shutting down stopped the job at a checkpoint: queue it again for the next worker."""
+    """A worker shutting down stopped the job at a checkpoint: queue it again for the next worker.
+
+    If the broker is gone too (the whole studio was killed: Redis and the workers get SIGTERM
+    together), the run stays queued under its new task id without a message; the reaper or the next
+    start re-sends it (backend.reaper.resend_lost). Never failed: nothing is wrong with the run."""
     task_id = new_task_id()
+    msg = "interrupted by a worker shutdown; resumes from its last checkpoint"
     with session_scope(url) as s:
         done = s.execute(update(Run).where(*_mine(c)).values(
-            status="queued", task_id=task_id, worker=None, stop_request=None,
-            message="interrupted by a worker shutdown; resumes from its last checkpoint")).rowcount
+            status="queued", task_id=task_id, worker=None, stop_request=None, stop_requested_at=None,
+            message=msg)).rowcount
         if done:
             s.add(RunLog.line(c.run_id, "interrupted by a worker shutdown; requeued", "warning"))
-    if done:
-        try:
-            send(celery, c.run_id, queue, task_id)
-        except BrokerUnavailable as exc:
-            with session_scope(url) as s:
-                s.execute(update(Run).where(Run.id == c.run_id, Run.task_id == task_id).values(
-                    status="failed", finished_at=utcnow(), message="interrupted",
-                    error=f"interrupted by a worker shutdown and not requeued ({exc}); resume it"))
-            return False
-    return bool(done)
+    if not done:
+        return False
+    try:
+        send(celery, c.run_id, queue, task_id)
+    except BrokerUnavailable as exc:
+        with session_scope(url) as s:
+            s.execute(update(Run).where(Run.id == c.run_id, Run.task_id == task_id, Run.status == "queued")
+                      .values(message=msg + " (the broker is down: sent when it answers)"))
+            s.add(RunLog.line(c.run_id, f"the broker did not take the message ({exc}); the reaper or the next "
+                              "start sends it", "warning"))
+    return True
 
 
 def interrupt_worker_runs(url: str, worker: str) -> int:

@@ -2,9 +2,11 @@
 (to scale out), `vlarft db upgrade|downgrade|current`.
 
 `vlarft studio` starts the embedded Redis (unless VLARFT_BROKER_URL is set), migrates the database,
-then runs the API (uvicorn) and one worker per queue as child processes in their own sessions, so
-a Ctrl-C reaches only the studio, which stops them in order: workers first (their runs stop at a
-checkpoint and go back to the queue), then the API, then Redis (which flushes its append-only file).
+recovers what a killed studio left (runs whose worker is gone and queued runs whose message is lost
+are queued again, orphan files removed), then runs the API (uvicorn) and one worker per queue as
+child processes in their own sessions, so a Ctrl-C reaches only the studio, which stops them in
+order: workers first (their runs stop at a checkpoint and go back to the queue), then the API, then
+Redis (which flushes its append-only file). A worker or an embedded Redis that dies is restarted.
 """
 
 from __future__ import annotations
@@ -182,7 +184,10 @@ def db_current() -> None:
 # vlarft studio -----------------------------------------------------------------------------------
 
 class Studio:
-    """The API and one worker per queue as child processes; restarts a worker that dies."""
+    """The API and one worker per queue as child processes; restarts a worker or the embedded Redis
+    that dies (from the main thread: a child's PR_SET_PDEATHSIG follows the thread that started it)."""
+
+    MAX_RESTARTS_PER_MIN = 5
 
     def __init__(self, settings, host: str, port: int, ui: bool, stop_timeout: float) -> None:
         self.settings = settings
@@ -223,8 +228,46 @@ class Studio:
         else:
             _check_broker(self.settings.broker)
         _migrate(self.settings.db_url)
+        self._recover()
         for name in ("api", *QUEUES):
             self._spawn(name)
+
+    def _recover(self) -> None:
+        """Before any worker runs: requeue what a killed studio left running, re-send lost messages,
+        remove orphan files (all of them with the embedded broker: nothing else uses this folder)."""
+        from backend.celery_app import make_celery
+        from backend.reaper import recover
+
+        celery = make_celery(self.settings)
+        try:
+            counts = recover(self.settings, celery, exclusive=self.settings.embedded_broker)
+            if any(counts.values()):
+                typer.echo("recovered after an unclean stop: " + ", ".join(
+                    f"{n} {what}" for what, n in counts.items() if n), err=True)
+        except Exception as exc:  # the API's reaper tries again
+            typer.echo(f"warning: recovery at start failed ({type(exc).__name__}: {exc})", err=True)
+        finally:
+            celery.close()
+
+    def _check_broker_alive(self) -> int:
+        """Restart the embedded Redis if it died (it reloads its append-only file); 1 if it keeps dying."""
+        from backend.broker import BrokerError
+
+        b = self.broker
+        if b is None or b.alive():
+            return 0
+        code = b.proc.returncode if b.proc is not None else None
+        recent = [t for t in b.restarts if time.monotonic() - t < 60]
+        if len(recent) >= self.MAX_RESTARTS_PER_MIN:
+            typer.echo(f"error: the embedded redis keeps dying (code {code}); stopping", err=True)
+            return 1
+        typer.echo(f"warning: the embedded redis exited (code {code}); restarting it", err=True)
+        try:
+            b.restart()
+            typer.echo(f"broker: embedded redis restarted on {b.socket}", err=True)
+        except BrokerError as exc:
+            typer.echo(f"warning: {exc}; trying again", err=True)
+        return 0
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         import httpx
@@ -244,6 +287,8 @@ class Studio:
 
     def supervise(self) -> int:
         while not self.stopping.wait(0.5):
+            if self._check_broker_alive():
+                return 1
             for name, proc in list(self.procs.items()):
                 if proc.poll() is None:
                     continue
@@ -251,7 +296,7 @@ class Studio:
                     typer.echo(f"error: the API exited with code {proc.returncode}; stopping", err=True)
                     return 1
                 recent = [t for t in self.restarts.get(name, []) if time.monotonic() - t < 60]
-                if len(recent) >= 5:
+                if len(recent) >= self.MAX_RESTARTS_PER_MIN:
                     typer.echo(f"error: the {name} worker keeps dying (code {proc.returncode}); stopping", err=True)
                     return 1
                 typer.echo(f"warning: the {name} worker exited with code {proc.returncode}; restarting", err=True)

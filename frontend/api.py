@@ -2,6 +2,10 @@
 
 Every handler the page calls goes through `guard`, so an API error, a dead API or a bug shows up as a
 readable message in the page (the traceback goes to the server log, never to the browser).
+
+The token comes from the request being handled (`client_for(request)`): the studio's gate lets a request
+into the UI only with the token or a signed-in session cookie, and hands it on as `Authorization: Bearer`.
+Nothing keyed by Gradio's session hash carries it, so knowing a session hash authorizes nothing.
 """
 
 from __future__ import annotations
@@ -30,23 +34,35 @@ def api_url() -> str:
 
 
 def client(token: str | None) -> StudioClient:
-    """A client sending exactly the token the user gave (never the server's own VLARFT_API_TOKEN)."""
+    """A client sending exactly `token` (handlers pass their request's, via client_for)."""
     key = (api_url(), token or "")
     with _lock:
         c = _clients.get(key)
         if c is None:
             c = StudioClient(key[0], token=key[1], timeout=60.0)
             _clients[key] = c
-            if len(_clients) > 32:  # tokens typed wrong pile up; drop the oldest
+            if len(_clients) > 32:  # keep a few; drop the oldest
                 _clients.pop(next(iter(_clients))).close()
         return c
+
+
+def token_of(request: Any) -> str:
+    """The bearer token of the request a handler runs for (a gr.Request); "" without one."""
+    headers = getattr(request, "headers", None) or {}
+    scheme, _, value = str(headers.get("authorization", "")).strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def client_for(request: Any) -> StudioClient:
+    """The API client for the request a handler runs for."""
+    return client(token_of(request))
 
 
 def describe(exc: BaseException) -> str:
     """One readable line for anything that went wrong."""
     if isinstance(exc, StudioError):
         if exc.status == 401:
-            return f"Not signed in: {exc.message}. Enter the studio's API token at the top of the page."
+            return f"Not signed in: {exc.message}. Reload the page and sign in with the studio's API token."
         return f"{exc.message} (HTTP {exc.status})"
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return f"Cannot reach the studio API at {api_url()}: is `vlarft studio` running?"
@@ -94,24 +110,48 @@ def guard_gen(fail: Callable[[str], Any]) -> Callable:
     return wrap
 
 
-# Files the page shows (videos, downloads) are fetched through the API into a local cache that Gradio
-# serves; the browser never needs the API token for them.
-CACHE = Path(os.environ.get("VLARFT_UI_CACHE") or Path(tempfile.gettempdir()) / "vlarft-ui").resolve()
+# Files the page shows (videos, downloads) are fetched through the API into a cache inside the studio's
+# own folder (settings.ui_cache_dir, set by `configure`), which is also Gradio's upload folder: Gradio
+# serves them from there without copies, and a deleted run's or dataset's folder goes with it.
+_cache: list[Path] = [Path(os.environ.get("VLARFT_UI_CACHE") or Path(tempfile.gettempdir()) / "vlarft-ui").resolve()]
+
+
+def configure(cache_dir: Path) -> Path:
+    """Put the UI's files, and Gradio's (GRADIO_TEMP_DIR), in `cache_dir`; call before building the page."""
+    path = Path(cache_dir).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    _cache[0] = path
+    os.environ["GRADIO_TEMP_DIR"] = str(path)
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(path / "examples")
+    return path
+
+
+def cache_dir() -> Path:
+    return _cache[0]
 
 
 def cached_artifact(c: StudioClient, run_id: int, name: str, sha256: str = "") -> Path:
-    tag = hashlib.sha1(f"{c.base_url}|{run_id}|{name}|{sha256}".encode()).hexdigest()[:16]
-    dest = CACHE / "artifacts" / tag / Path(name).name
+    tag = hashlib.sha1(f"{c.base_url}|{name}|{sha256}".encode()).hexdigest()[:16]
+    dest = cache_dir() / "runs" / str(int(run_id)) / tag / Path(name).name
     if not dest.is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        c.download(run_id, name, dest)
+        _fetch(dest, lambda tmp: c.download(run_id, name, tmp))
     return dest
 
 
 def cached_episode_video(c: StudioClient, dataset_id: int, sha256: str, index: int) -> Path:
-    tag = hashlib.sha1(f"{c.base_url}|{dataset_id}|{sha256}".encode()).hexdigest()[:16]
-    dest = CACHE / "episodes" / tag / f"episode-{index}.mp4"
+    tag = hashlib.sha1(f"{c.base_url}|{sha256}".encode()).hexdigest()[:16]
+    dest = cache_dir() / "datasets" / str(int(dataset_id)) / tag / f"episode-{int(index)}.mp4"
     if not dest.is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        c.episode_video(dataset_id, index, dest)
+        _fetch(dest, lambda tmp: c.episode_video(dataset_id, index, tmp))
     return dest
+
+
+def _fetch(dest: Path, download: Callable[[Path], Any]) -> None:
+    """Download to a temporary name and rename, so a half-written file is never served."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        download(tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -2,13 +2,16 @@
 
 It is a client of the REST API like any script (backend.client over HTTP, at VLARFT_API_URL), so it
 runs wherever the API runs. Fully offline: no analytics, no fonts or scripts from the internet.
-When the studio has an API token, the page asks for it and sends it with every call.
+When the studio has an API token, the studio's gate lets only signed-in requests (session cookie from
+/login, or the bearer token) reach any of the UI's routes; each handler calls the API with the token of
+the request it runs for (frontend.api.client_for).
 """
 
 from __future__ import annotations
 
 import os
 from html import escape
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
@@ -17,7 +20,8 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from frontend import render, tab_compare, tab_datasets, tab_playground, tab_runs
-from frontend.api import CACHE, api_url, client, guard
+from frontend.api import api_url, client, configure, guard, token_of
+from frontend.api import cache_dir as cache_dir_now
 from frontend.loaders import Loader
 
 # System fonts only: a Google font would be fetched from the internet.
@@ -31,68 +35,52 @@ HEAD = '<meta name="robots" content="noindex">'
 
 def build() -> gr.Blocks:
     with gr.Blocks(title="VLA-RFT Studio", analytics_enabled=False) as demo:
-        token = gr.State("")
         with gr.Row(elem_id="topbar"):
             gr.Markdown("## VLA-RFT Studio\nWorld-model pretraining, VLA policies and GRPO fine-tuning with verified "
                         "rewards, judged in the MetaWorld simulator.")
             status = gr.HTML(elem_id="api-status")
-        with gr.Column(visible=False, elem_id="login") as login:
-            gr.Markdown("### Sign in\nThis studio needs its API token (`VLARFT_API_TOKEN`).")
-            with gr.Row():
-                token_box = gr.Textbox(type="password", label="API token", elem_id="token-input", scale=3)
-                sign_in = gr.Button("Sign in", variant="primary", elem_id="token-submit", scale=1)
-            login_notice = gr.HTML(elem_id="login-notice")
         with gr.Tabs(visible=False, elem_id="main-tabs") as tabs:
             with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
-                runs = tab_runs.build(token)
+                runs = tab_runs.build()
             with gr.Tab("Playground", id="playground", elem_id="tab-playground"):
-                playground = tab_playground.build(token)
+                playground = tab_playground.build()
             with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
-                compare = tab_compare.build(token)
+                compare = tab_compare.build()
             with gr.Tab("Datasets", id="datasets", elem_id="tab-datasets"):
-                datasets = tab_datasets.build(token)
+                datasets = tab_datasets.build()
         loaders: list[Loader] = [runs, playground, compare, datasets]
         fill_outputs = [o for ld in loaders for o in ld.outputs]
         no_fill = [gr.skip()] * len(fill_outputs)
 
-        def fill(tok: str) -> list:
-            return [v for ld in loaders for v in ld.fill(tok)]
-
         def connection(version) -> str:
+            sign_out = '<span><a href="/logout" id="sign-out">Sign out</a></span>' if version.auth else ""
             return (f'<div class="vr-facts" style="justify-content:flex-end"><span>API <b>{escape(api_url())}'
                     f"</b></span><span>v{escape(version.version)}</span><span>db <b>"
-                    f"{escape(version.database)}</b></span><span>broker <b>{escape(version.broker)}"
-                    "</b></span></div>")
+                    f"{escape(version.database or '?')}</b></span><span>broker <b>{escape(version.broker or '?')}"
+                    f"</b></span>{sign_out}</div>")
 
-        @guard(lambda msg: (render.notice(msg), gr.update(visible=False), gr.update(visible=False), *no_fill))
-        def on_load():
-            version = client("").version()
+        @guard(lambda msg: (render.notice(msg), gr.update(visible=False), *no_fill))
+        def on_load(request: gr.Request):
+            tok = token_of(request)
+            c = client(tok)
+            version = c.version()
             if version.auth:
-                return (connection(version), gr.update(visible=True), gr.update(visible=False), *no_fill)
-            return (connection(version), gr.update(visible=False), gr.update(visible=True), *fill(""))
+                c.runs(limit=1)  # the request's token works (401 → "Not signed in: ...")
+            return (connection(version), gr.update(visible=True), *[v for ld in loaders for v in ld.fill(tok)])
 
-        demo.load(on_load, None, [status, login, tabs, *fill_outputs])
-
-        @guard(lambda msg: (gr.skip(), render.notice(msg), gr.skip(), gr.skip(), *no_fill))
-        def on_sign_in(tok: str):
-            tok = (tok or "").strip()
-            if not tok:
-                return gr.skip(), render.notice("Enter the API token."), gr.skip(), gr.skip(), *no_fill
-            client(tok).runs(limit=1)  # 401 → "Not signed in: wrong bearer token"
-            return tok, "", gr.update(visible=False), gr.update(visible=True), *fill(tok)
-
-        sign_in.click(on_sign_in, token_box, [token, login_notice, login, tabs, *fill_outputs])
-        token_box.submit(on_sign_in, token_box, [token, login_notice, login, tabs, *fill_outputs])
+        demo.load(on_load, None, [status, tabs, *fill_outputs])
     return demo
 
 
-def mount(app: FastAPI, path: str) -> None:
-    """Serve the UI at `path` inside the API's FastAPI app (called by cli.studio_app.create_app)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
+def mount(app: FastAPI, path: str, *, cache_dir: str | os.PathLike | None = None,
+          max_file_size: int | None = None) -> None:
+    """Serve the UI at `path` inside the API's FastAPI app (called by cli.studio_app.create_app, which
+    passes the studio's own cache folder and its upload limit)."""
+    configure(Path(cache_dir) if cache_dir is not None else cache_dir_now())
     demo = build()
     demo.queue(default_concurrency_limit=16)
     # browsers ask the site root for a favicon; hand them the UI's
     app.add_api_route("/favicon.ico", lambda: RedirectResponse(f"{path}/favicon.ico"), include_in_schema=False)
     gr.mount_gradio_app(app, demo, path, footer_links=[], run_history=False, show_error=False, theme=THEME,
-                        css=render.CSS, head=HEAD, allowed_paths=[str(CACHE)], mcp_server=False, pwa=False,
-                        enable_monitoring=False)
+                        css=render.CSS, head=HEAD, mcp_server=False, pwa=False, enable_monitoring=False,
+                        max_file_size=max_file_size)

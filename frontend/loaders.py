@@ -1,4 +1,4 @@
-"""What each tab fills in once the page knows the user may talk to the API (on load, or after sign-in)."""
+"""What each tab fills in when the page loads, with the token of the request that loaded it."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import gradio as gr
 
 from backend.client import RunOut, StudioClient
 from frontend import charts, render
-from frontend.api import cached_artifact, client, guard, guard_gen
+from frontend.api import cached_artifact, client, client_for, guard, guard_gen
 from frontend.choices import EXPERT, checkpoint_label, checkpoints, guess_pair
 from frontend.loaders import Loader
 
@@ -80,7 +80,7 @@ def imagined_table(result: dict, names: dict[str, str]) -> str:
     return f'{note}<table class="vr-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def build(token: gr.State) -> Loader:
+def build() -> Loader:
     catalog = gr.State({})
     gr.Markdown("Run two policies on the perturbation suite (object, goal, robot and combined shifts, minor and "
                 "major) from the **same seeded start states**, and see where each one succeeds.")
@@ -157,10 +157,10 @@ def build(token: gr.State) -> Loader:
     list_outputs = [catalog, a, b, tasks, perts, earlier, wm, rm]
 
     @guard(lambda msg: (*([gr.skip()] * len(list_outputs)), render.notice(msg)))
-    def on_refresh(tok: str):
-        return (*lists(client(tok)), "")
+    def on_refresh(request: gr.Request):
+        return (*lists(client_for(request)), "")
 
-    refresh.click(on_refresh, token, [*list_outputs, notice])
+    refresh.click(on_refresh, None, [*list_outputs, notice])
 
     def show(c: StudioClient, run: RunOut) -> list:
         res = run.result or {}
@@ -198,7 +198,7 @@ def build(token: gr.State) -> Loader:
         return (gr.skip(), render.notice(msg), gr.skip(), gr.skip())
 
     @guard_gen(wm_fail)
-    def on_wm_go(tok, a_v, b_v, wm_v, rm_v, real_v, tasks_v, perts_v, eps, steps, seed_v, presets):
+    def on_wm_go(a_v, b_v, wm_v, rm_v, real_v, tasks_v, perts_v, eps, steps, seed_v, presets, request: gr.Request):
         policies = list(dict.fromkeys(x for x in (a_v, b_v) if x and x != "expert"))
         if not policies:
             yield wm_fail("Pick a policy checkpoint as A or B: the scripted expert cannot act in imagination.")
@@ -210,7 +210,7 @@ def build(token: gr.State) -> Loader:
         if not names or not perts_v:
             yield wm_fail("Pick at least one task and one perturbation.")
             return
-        c = client(tok)
+        c = client_for(request)
         short = {cp.ref: f"{cp.name} (run #{cp.run_id})" for cp in c.checkpoints(kind="policy")}
         run = c.wm_eval(policies, wm_v, rm_v, name="imagined " + " vs ".join(short.get(x, x) for x in policies),
                         tasks=names[0] if len(names) == 1 else names, perturbations=list(perts_v),
@@ -230,10 +230,10 @@ def build(token: gr.State) -> Loader:
         yield (progress_html(run), "", gr.update(value=charts.imagined_vs_real_figure(res, labels), visible=True),
                imagined_table(res, labels))
 
-    wm_go.click(on_wm_go, [token, a, b, wm, rm, real, tasks, perts, episodes, max_steps, seed, catalog], wm_outputs)
+    wm_go.click(on_wm_go, [a, b, wm, rm, real, tasks, perts, episodes, max_steps, seed, catalog], wm_outputs)
 
     @guard_gen(fail)
-    def on_go(tok, a_v, b_v, tasks_v, perts_v, eps, steps, seed_v, per_cell_v, presets):
+    def on_go(a_v, b_v, tasks_v, perts_v, eps, steps, seed_v, per_cell_v, presets, request: gr.Request):
         if not a_v or not b_v:
             yield fail("Pick two policies.")
             return
@@ -244,7 +244,7 @@ def build(token: gr.State) -> Loader:
         if not names:
             yield fail("Pick at least one task or preset.")
             return
-        c = client(tok)
+        c = client_for(request)
         short = {cp.ref: f"{cp.name} (run #{cp.run_id})" for cp in c.checkpoints(kind="policy")}
         run = c.compare(a_v, b_v, name=f"compare {short.get(a_v, a_v)} vs {short.get(b_v, b_v)}",
                         tasks=names[0] if len(names) == 1 else names, perturbations=list(perts_v),
@@ -261,17 +261,17 @@ def build(token: gr.State) -> Loader:
             return
         yield (progress_html(run), "", *show(c, run))
 
-    go.click(on_go, [token, a, b, tasks, perts, episodes, max_steps, seed, per_cell, catalog], outputs)
+    go.click(on_go, [a, b, tasks, perts, episodes, max_steps, seed, per_cell, catalog], outputs)
 
     @guard(fail)
-    def on_open(tok: str, run_id: int | None):
+    def on_open(run_id: int | None, request: gr.Request):
         if run_id is None:
             return fail("Pick an earlier comparison.")
-        c = client(tok)
+        c = client_for(request)
         run = c.run(int(run_id))
         return (progress_html(run), "", *show(c, run))
 
-    open_btn.click(on_open, [token, earlier], outputs)
-    earlier.input(on_open, [token, earlier], outputs)
+    open_btn.click(on_open, earlier, outputs)
+    earlier.input(on_open, earlier, outputs)
 
     return Loader(list_outputs, lambda tok: list(lists(client(tok))))

@@ -10,14 +10,14 @@ import gradio as gr
 
 from backend.client import StudioClient
 from frontend import render
-from frontend.api import cached_episode_video, client, guard, guard_gen
+from frontend.api import cached_episode_video, client, client_for, guard, guard_gen
 from frontend.loaders import Loader
 
 POLL_S = 0.5
 WAIT_S = 6 * 3600
 
 
-def build(token: gr.State) -> Loader:
+def build() -> Loader:
     sel = gr.State(None)
     gr.Markdown("Episodes are stored as HDF5 (robomimic layout: `data/demo_K/obs/<camera>_rgb`, `actions`, ...).")
     notice = gr.HTML(elem_id="ds-notice")
@@ -70,21 +70,21 @@ def build(token: gr.State) -> Loader:
     list_outputs = [tasks, pert, table]
 
     @guard(lambda msg: (gr.skip(), render.notice(msg)))
-    def on_refresh(tok: str, selected: int | None):
-        return render.datasets_table(client(tok).datasets(limit=100).items, selected), ""
+    def on_refresh(selected: int | None, request: gr.Request):
+        return render.datasets_table(client_for(request).datasets(limit=100).items, selected), ""
 
-    refresh.click(on_refresh, [token, sel], [table, notice])
+    refresh.click(on_refresh, sel, [table, notice])
 
     # Collect ------------------------------------------------------------------------------------
     collect_outputs = [progress, notice, table]
 
     @guard_gen(lambda msg: (gr.skip(), render.notice(msg), gr.skip()))
-    def on_collect(tok, tasks_v, eps, pert_v, noise_v, seed_v, keep_v, name_v, selected):
+    def on_collect(tasks_v, eps, pert_v, noise_v, seed_v, keep_v, name_v, selected, request: gr.Request):
         names = list(tasks_v or [])
         if not names:
             yield gr.skip(), render.notice("Pick at least one task or preset."), gr.skip()
             return
-        c = client(tok)
+        c = client_for(request)
         presets = c.tasks().presets
         if len(names) > 1:
             names = list(dict.fromkeys(t for n in names for t in presets.get(n, [n])))
@@ -106,21 +106,26 @@ def build(token: gr.State) -> Loader:
         yield (gr.skip(), render.notice(f"Dataset #{ds.id} “{ds.name}”: {ds.episodes} episodes, {ds.steps} steps.",
                                         "ok"), render.datasets_table(c.datasets(limit=100).items, selected))
 
-    collect.click(on_collect, [token, tasks, episodes, pert, noise, seed, keep, ds_name, sel], collect_outputs)
+    collect.click(on_collect, [tasks, episodes, pert, noise, seed, keep, ds_name, sel], collect_outputs)
 
     # Upload -------------------------------------------------------------------------------------
     @guard(lambda msg: (render.notice(msg), gr.skip()))
-    def on_upload(tok: str, path: str | None, name_v: str, selected: int | None):
+    def on_upload(path: str | None, name_v: str, selected: int | None, request: gr.Request):
         if not path:
             return render.notice("Choose a file to upload."), gr.skip()
+        if not Path(path).is_file():
+            return render.notice("Choose the file again (an uploaded file is sent once)."), gr.skip()
         name_v = (name_v or "").strip() or Path(path).stem
-        c = client(tok)
-        ds = c.upload_dataset(path, name_v)
+        c = client_for(request)
+        try:
+            ds = c.upload_dataset(path, name_v)
+        finally:  # the API keeps its own copy; Gradio's stays in the UI's cache no longer than needed
+            Path(path).unlink(missing_ok=True)
         return (render.notice(f"Uploaded dataset #{ds.id} “{ds.name}”: {ds.episodes} episodes of "
                               f"{', '.join(ds.tasks)} — every array checked.", "ok"),
                 render.datasets_table(c.datasets(limit=100).items, selected))
 
-    up_btn.click(on_upload, [token, upload, up_name, sel], [notice, table])
+    up_btn.click(on_upload, [upload, up_name, sel], [notice, table])
 
     # Browse -------------------------------------------------------------------------------------
     browse_outputs = [sel, browser, title, episodes_html, instruction, preview, table, notice]
@@ -141,11 +146,11 @@ def build(token: gr.State) -> Loader:
         return render.episodes_table(eps, index), text, str(cached_episode_video(c, ds_id, ds.sha256, index))
 
     @guard(lambda msg: (*([gr.skip()] * (len(browse_outputs) - 1)), render.notice(msg)))
-    def on_dataset(evt: gr.EventData, tok: str):
+    def on_dataset(evt: gr.EventData, request: gr.Request):
         ds_id = _row(evt)
         if ds_id is None:
             return (*([gr.skip()] * (len(browse_outputs) - 1)), "")
-        c = client(tok)
+        c = client_for(request)
         ds = c.dataset(ds_id)
         eps_html, text, video = show_episode(c, ds_id, 0)
         head = (f"<h4 style='margin:4px 0'>Dataset #{ds.id} “{render.escape(ds.name)}”</h4><div class='vr-facts'>"
@@ -155,15 +160,15 @@ def build(token: gr.State) -> Loader:
         return (ds_id, gr.update(visible=True), head, eps_html, text, video,
                 render.datasets_table(c.datasets(limit=100).items, ds_id), "")
 
-    table.click(on_dataset, token, browse_outputs)
+    table.click(on_dataset, None, browse_outputs)
 
     @guard(lambda msg: (gr.skip(), gr.skip(), gr.skip(), render.notice(msg)))
-    def on_episode(evt: gr.EventData, tok: str, ds_id: int | None):
+    def on_episode(evt: gr.EventData, ds_id: int | None, request: gr.Request):
         index = _row(evt)
         if ds_id is None or index is None:
             return gr.skip(), gr.skip(), gr.skip(), ""
-        return (*show_episode(client(tok), ds_id, index), "")
+        return (*show_episode(client_for(request), ds_id, index), "")
 
-    episodes_html.click(on_episode, [token, sel], [episodes_html, instruction, preview, notice])
+    episodes_html.click(on_episode, sel, [episodes_html, instruction, preview, notice])
 
     return Loader(list_outputs, lambda tok: list(lists(client(tok))))

@@ -10,7 +10,7 @@ import gradio as gr
 
 from backend.client import RunOut, StudioClient
 from frontend import render
-from frontend.api import cached_artifact, client, guard, guard_gen
+from frontend.api import cached_artifact, client, client_for, guard, guard_gen
 from frontend.choices import EXPERT, checkpoint_label, guess_pair
 from frontend.loaders import Loader
 
@@ -60,7 +60,7 @@ def progress_html(run: RunOut) -> str:
             + f'<div class="vr-msg">{render.escape(run.message or "")}</div>')
 
 
-def build(token: gr.State) -> Loader:
+def build() -> Loader:
     tasks_state = gr.State({})
     gr.Markdown("Type any instruction, choose a start state, and compare what the world model imagines with "
                 "what really happens in MetaWorld, for the base and the fine-tuned policy on the **same start**.")
@@ -138,10 +138,10 @@ def build(token: gr.State) -> Loader:
     list_outputs = [tasks_state, task, instruction, wm, rm, base, tuned, scale_md]
 
     @guard(lambda msg: (*([gr.skip()] * len(list_outputs)), render.notice(msg)))
-    def on_refresh(tok: str):
-        return (*lists(client(tok)), "")
+    def on_refresh(request: gr.Request):
+        return (*lists(client_for(request)), "")
 
-    refresh.click(on_refresh, token, [*list_outputs, notice])
+    refresh.click(on_refresh, None, [*list_outputs, notice])
 
     def on_task(name: str, catalog: dict):
         spec = catalog.get(name)
@@ -158,15 +158,15 @@ def build(token: gr.State) -> Loader:
         return (gr.skip(), render.notice(msg), *([gr.skip()] * (len(outputs) - 2)))
 
     @guard_gen(fail)
-    def on_go(tok, instr, task_v, seed_v, ox_v, oy_v, gx_v, gy_v, rx_v, ry_v, rz_v, wm_v, rm_v, base_v, tuned_v, hor,
-              steps_v):
+    def on_go(instr, task_v, seed_v, ox_v, oy_v, gx_v, gy_v, rx_v, ry_v, rz_v, wm_v, rm_v, base_v, tuned_v, hor,
+              steps_v, request: gr.Request):
         if not task_v:
             yield fail("Pick a task.")
             return
         if not base_v or not tuned_v:
             yield fail("Pick a base and a fine-tuned policy.")
             return
-        c = client(tok)
+        c = client_for(request)
         no_wm = wm_v in (None, "", NO_WM[1])
         run = c.imagine(world_model=None if no_wm else wm_v,
                         reward_model=None if no_wm or rm_v in (None, "", NO_RM[1]) else rm_v,
@@ -201,7 +201,7 @@ def build(token: gr.State) -> Loader:
         grid_path = video(res.get("grid_video"))
         return [*vids, *caps, gr.update(value=grid_path, visible=grid_path is not None)]
 
-    go.click(on_go, [token, instruction, task, seed, ox, oy, gx, gy, rx, ry, rz, wm, rm, base, tuned, horizon,
+    go.click(on_go, [instruction, task, seed, ox, oy, gx, gy, rx, ry, rz, wm, rm, base, tuned, horizon,
                      max_steps], outputs)
 
     return Loader(list_outputs, lambda tok: list(lists(client(tok))))

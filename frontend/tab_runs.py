@@ -13,7 +13,7 @@ import gradio as gr
 
 from backend.client import ACTIVE, RunOut, StudioClient
 from frontend import charts, presets, render
-from frontend.api import cached_artifact, client, guard
+from frontend.api import cached_artifact, client, client_for, guard
 from frontend.loaders import Loader
 
 POLL_S = 2.0
@@ -112,7 +112,7 @@ def _downloadables(arts) -> list[tuple[str, str]]:
     return out
 
 
-def build(token: gr.State) -> Loader:
+def build() -> Loader:
     sel = gr.State(None)
     detail = gr.State(_empty_detail())
     table_cache = gr.State("")
@@ -171,19 +171,19 @@ def build(token: gr.State) -> Loader:
         return gr.skip(), gr.skip(), gr.skip(), render.notice(msg)
 
     @guard(form_fail)
-    def on_kind(kind_v: str, tok: str):
+    def on_kind(kind_v: str, request: gr.Request):
         names = presets.presets_for(kind_v)
-        c = client(tok)
+        c = client_for(request)
         return (gr.update(choices=names, value=names[0]), presets.params_json(kind_v, names[0], c),
                 presets.fields_help(kind_v), "")
 
-    kind.change(on_kind, [kind, token], [preset, params, help_md, notice])
+    kind.change(on_kind, kind, [preset, params, help_md, notice])
 
     @guard(lambda msg: (gr.skip(), render.notice(msg)))
-    def on_preset(kind_v: str, preset_v: str, tok: str):
-        return presets.params_json(kind_v, preset_v, client(tok)), ""
+    def on_preset(kind_v: str, preset_v: str, request: gr.Request):
+        return presets.params_json(kind_v, preset_v, client_for(request)), ""
 
-    preset.input(on_preset, [kind, preset, token], [params, notice])
+    preset.input(on_preset, [kind, preset], [params, notice])
 
     # Runs table and run page ---------------------------------------------------------------------
     def show_run(c: StudioClient, run_id: int, d: dict, fresh: bool):
@@ -227,8 +227,8 @@ def build(token: gr.State) -> Loader:
         runs = c.runs(kind=None if kind_v in (None, "all") else kind_v, limit=RUNS_SHOWN).items
         return render.runs_table(runs, selected)
 
-    def open_run(run_id: int, tok: str, kind_v: str, request: gr.Request | None):
-        c = client(tok)
+    def open_run(run_id: int, kind_v: str, request: gr.Request | None):
+        c = client_for(request)
         d = _empty_detail(run_id)
         parts = show_run(c, run_id, d, fresh=True)
         html = list_html(c, kind_v, run_id)
@@ -241,17 +241,17 @@ def build(token: gr.State) -> Loader:
         return (render.notice(msg), *([gr.skip()] * (len(open_outputs) - 1)))
 
     @guard(open_fail)
-    def on_row(evt: gr.EventData, tok: str, kind_v: str, request: gr.Request):
+    def on_row(evt: gr.EventData, kind_v: str, request: gr.Request):
         row = getattr(evt, "_data", None) or {}
         run_id = int(row.get("row")) if str(row.get("row", "")).isdigit() else None
         if run_id is None:
             return open_fail("Pick a run in the table.")
-        return open_run(run_id, tok, kind_v, request)
+        return open_run(run_id, kind_v, request)
 
-    table.click(on_row, [token, kind_filter], open_outputs)
+    table.click(on_row, kind_filter, open_outputs)
 
     @guard(open_fail)
-    def on_launch(kind_v: str, params_text: str, name_v: str, tok: str, kind_filter_v: str, request: gr.Request):
+    def on_launch(kind_v: str, params_text: str, name_v: str, kind_filter_v: str, request: gr.Request):
         try:
             body = json.loads(params_text or "{}")
         except json.JSONDecodeError as exc:
@@ -259,19 +259,19 @@ def build(token: gr.State) -> Loader:
         if not isinstance(body, dict):
             return open_fail("Parameters must be a JSON object: {\"field\": value, ...}.")
         body = {k: v for k, v in body.items() if v is not None}
-        run = client(tok).create_run(presets.API_KIND.get(kind_v, kind_v), body, name=name_v.strip() or None)
-        out = list(open_run(run.id, tok, kind_filter_v, request))
+        run = client_for(request).create_run(presets.API_KIND.get(kind_v, kind_v), body, name=name_v.strip() or None)
+        out = list(open_run(run.id, kind_filter_v, request))
         out[0] = render.notice(f"Run #{run.id} ({run.kind}) queued.", "ok")
         return tuple(out)
 
-    launch.click(on_launch, [kind, params, name, token, kind_filter], open_outputs)
+    launch.click(on_launch, [kind, params, name, kind_filter], open_outputs)
 
     tick_outputs = [table, table_cache, detail, *page_outputs]
     no_page = [gr.skip()] * len(page_outputs)
 
     @guard(lambda msg: (render.notice(msg) + render.runs_table([]), "", gr.skip(), *no_page))
-    def on_tick(tok: str, kind_v: str, run_id: int | None, d: dict, last_html: str, request: gr.Request):
-        c = client(tok)
+    def on_tick(kind_v: str, run_id: int | None, d: dict, last_html: str, request: gr.Request):
+        c = client_for(request)
         html = list_html(c, kind_v, run_id)
         table_out = gr.skip() if html == last_html else html
         if run_id is None or d.get("id") != run_id:
@@ -282,49 +282,49 @@ def build(token: gr.State) -> Loader:
         return (table_out, html, d, *parts)
 
     timer = gr.Timer(POLL_S, active=False)  # started once the page may talk to the API
-    timer.tick(on_tick, [token, kind_filter, sel, detail, table_cache], tick_outputs, show_progress="hidden",
+    timer.tick(on_tick, [kind_filter, sel, detail, table_cache], tick_outputs, show_progress="hidden",
                queue=True, trigger_mode="once")
-    kind_filter.change(on_tick, [token, kind_filter, sel, detail, table_cache], tick_outputs, show_progress="hidden")
+    kind_filter.change(on_tick, [kind_filter, sel, detail, table_cache], tick_outputs, show_progress="hidden")
 
-    def on_close(tok: str, kind_v: str, request: gr.Request):
+    def on_close(request: gr.Request):
         _set_shown(request, None)
         return None, _empty_detail(), gr.update(visible=False)
 
-    close.click(on_close, [token, kind_filter], [sel, detail, page])
+    close.click(on_close, None, [sel, detail, page])
 
     @guard(lambda msg: render.notice(msg))
-    def on_cancel(run_id: int | None, tok: str):
-        run = client(tok).cancel(run_id)
+    def on_cancel(run_id: int | None, request: gr.Request):
+        run = client_for(request).cancel(run_id)
         return render.notice(f"Run #{run.id}: cancel requested ({run.status}).", "info")
 
     @guard(lambda msg: render.notice(msg))
-    def on_resume(run_id: int | None, tok: str):
-        run = client(tok).resume(run_id)
+    def on_resume(run_id: int | None, request: gr.Request):
+        run = client_for(request).resume(run_id)
         return render.notice(f"Run #{run.id} queued again (attempt {run.attempt + 1}); it continues from its last "
                              "checkpoint.", "ok")
 
-    cancel.click(on_cancel, [sel, token], notice)
-    resume.click(on_resume, [sel, token], notice)
+    cancel.click(on_cancel, sel, notice)
+    resume.click(on_resume, sel, notice)
 
     @guard(lambda msg: (gr.skip(), render.notice(msg)))
-    def on_fetch(run_id: int | None, name_v: str | None, tok: str):
+    def on_fetch(run_id: int | None, name_v: str | None, request: gr.Request):
         if not name_v:
             return gr.skip(), render.notice("Pick a file to download.", "info")
-        c = client(tok)
+        c = client_for(request)
         sha = next((a.sha256 for a in c.artifacts(run_id) if a.name == name_v), "")
         return str(cached_artifact(c, run_id, name_v, sha)), ""
 
-    fetch.click(on_fetch, [sel, art_pick, token], [art_file, notice])
+    fetch.click(on_fetch, [sel, art_pick], [art_file, notice])
 
     @guard(lambda msg: (gr.skip(), render.notice(msg)))
-    def on_video(run_id: int | None, name_v: str | None, tok: str):
+    def on_video(run_id: int | None, name_v: str | None, request: gr.Request):
         if not name_v or run_id is None:
             return None, ""
-        c = client(tok)
+        c = client_for(request)
         sha = next((a.sha256 for a in c.artifacts(run_id, kind="video") if a.name == name_v), "")
         return str(cached_artifact(c, run_id, name_v, sha)), ""
 
-    video_pick.change(on_video, [sel, video_pick, token], [video, notice])
+    video_pick.change(on_video, [sel, video_pick], [video, notice])
 
     def fill(tok: str) -> list:
         c = client(tok)

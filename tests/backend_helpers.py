@@ -166,6 +166,55 @@ class Worker:
         return self.log.read_text(errors="replace")[-4000:]
 
 
+class ApiServer:
+    """`vlarft api` (the API with the UI at /ui) over a stack, in its own process group on a free port;
+    `memory()` reads the server process's resident set (VmRSS) and its peak (VmHWM) in bytes."""
+
+    def __init__(self, stack: Stack, ui: bool = True, **env: str) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = stack.home / f"api-{self.port}.log"
+        cmd = [sys.executable, "-m", "cli.main", "api", "--port", str(self.port), "--no-migrate",
+               "--log-level", "warning", *([] if ui else ["--no-ui"])]
+        self.proc = subprocess.Popen(cmd, env=stack.process_env(GRADIO_ANALYTICS_ENABLED="False", **env), cwd=ROOT,
+                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._up, 180, f"the API on port {self.port}:\n{self.output()}", poll=0.3)
+
+    def _up(self) -> bool:
+        import httpx
+
+        assert self.proc.poll() is None, self.output()
+        try:
+            return httpx.get(f"{self.url}/api/v1/version", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def memory(self) -> dict[str, int]:
+        out = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+        return out
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -184,7 +233,7 @@ def stack_fixture(kind: str, **extra: str):
         stack.close()
 
 
-def write_episode_file(path: Path, episodes: int = 2, steps: int = 5, size: int = 8, nan: bool = False,
+def write_episode_file(path: Path, episodes: int = 2, steps: int = 5, size: int = 64, nan: bool = False,
                        bad_shape: bool = False) -> Path:
     """A small valid (or deliberately broken) episode file written with sim.episodes."""
     import numpy as np

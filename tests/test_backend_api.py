@@ -259,7 +259,10 @@ def test_token_is_required_when_set(stack):
 
     with TestClient(stack.app(reaper=False, api_token="s3cret")) as http:
         assert http.get("/api/v1/health").status_code == 200
-        assert http.get("/api/v1/version").json()["auth"] is True
+        anonymous = http.get("/api/v1/version").json()
+        assert anonymous["auth"] is True and anonymous["database"] is None and anonymous["broker"] is None
+        signed = http.get("/api/v1/version", headers={"Authorization": "Bearer s3cret"}).json()
+        assert signed["database"] and signed["broker"]
         r = http.get("/api/v1/runs")
         assert r.status_code == 401 and "missing bearer token" in _message(r)
         assert r.headers["www-authenticate"] == "Bearer"

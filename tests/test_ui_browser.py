@@ -50,8 +50,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("VLARFT_")}
+        # the UI's files and Gradio's live in the studio's own folder ($VLARFT_HOME/artifacts/ui-cache)
         env.update({"VLARFT_HOME": str(self.home), **FAST, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False",
-                    "GRADIO_TEMP_DIR": str(self.home / "gradio"), "VLARFT_UI_CACHE": str(self.home / "ui-cache"),
                     **(extra_env or {})})
         self.log = self.home / "server.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args, "--port", str(self.port)], env=env,
@@ -64,7 +64,8 @@ class Server:
         import httpx
 
         try:
-            return httpx.get(f"{self.url}/ui/", timeout=2).status_code == 200
+            # 303: a studio with a token sends the page to its sign-in
+            return httpx.get(f"{self.url}/ui/", timeout=2).status_code in (200, 303)
         except httpx.HTTPError:
             return False
 
@@ -407,9 +408,9 @@ def test_the_page_asks_for_the_token_when_the_api_has_one(browser):
     page = Page(browser, api.url)
     try:
         p = page.page
-        p.goto(f"{api.url}/ui/")
+        p.goto(f"{api.url}/ui/")  # the gate sends it to the sign-in page
         p.locator("#login").wait_for(state="visible")
-        assert not p.locator("#main-tabs").is_visible()
+        assert p.url == f"{api.url}/login" and not p.locator("#main-tabs").count()
         p.locator("#token-input input").fill("wrong")
         p.locator("#token-submit").click()
         p.locator("#login-notice .vr-error", has_text="wrong bearer token").wait_for()
@@ -418,6 +419,13 @@ def test_the_page_asks_for_the_token_when_the_api_has_one(browser):
         p.locator("#main-tabs").wait_for(state="visible")
         p.locator("#runs-table").get_by_text("No runs yet").wait_for()
         assert not p.locator("#login").is_visible()
+        cookie = next(c for c in page.ctx.cookies() if c["name"] == "vlarft_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and "s3cret" not in cookie["value"]
+        assert p.evaluate("() => document.cookie") == ""  # out of the page's scripts' reach
+        p.locator("#sign-out").click()
+        p.locator("#login").wait_for(state="visible")
+        p.goto(f"{api.url}/ui/")
+        p.locator("#login").wait_for(state="visible")  # signed out: the page is closed again
         page.assert_offline()
     finally:
         page.close()

@@ -6,10 +6,14 @@ stage is not installed fails its run with a message that says so.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
+
+from sqlalchemy import select
 
 from backend import worker_store
 from backend.db import session_scope
@@ -28,7 +32,7 @@ from backend.params import (
     WMEvalParams,
 )
 from sim.errors import InputError
-from workers.context import RunContext
+from workers.context import RunContext, RunStopped
 
 
 class StageUnavailable(RuntimeError):
@@ -249,8 +253,56 @@ def run_imagine(p: ImagineParams, ctx: RunContext) -> dict:
     return result
 
 
+# Server paths in failure messages -----------------------------------------------------------------
+
+def without_paths(text: str, ctx: RunContext) -> str:
+    """`text` with paths under the artifact folder replaced by what the user knows them by: a dataset's file
+    by the dataset's name and id, a collect run's output by its run, anything else by its path there."""
+    root = str(ctx.settings.artifacts)
+    if root not in text:
+        return text
+
+    def name(m: re.Match) -> str:
+        said, rel = m.group(1) or "", (m.group(2) or "").lstrip("/")
+        if not rel:
+            return f"{said}the artifact folder"
+        with session_scope(ctx.url) as s:
+            ds = s.scalar(select(Dataset).where(Dataset.path == rel))
+        if ds is not None:  # "dataset 3's file <path> is missing" → "dataset 3's file is missing"
+            return "file" if said == "file " else f"dataset {ds.name!r} (id {ds.id})"
+        if out := re.fullmatch(r"datasets/collect-run(\d+)\.h5", rel):
+            return f"the dataset of run {out.group(1)}"
+        return said + rel
+
+    return re.sub(r"(dataset |file )?" + re.escape(root) + r"(/[^\s'\"(),;:]*)?", name, text)
+
+
+def _without_paths(job: Callable[[Params, RunContext], dict]) -> Callable[[Params, RunContext], dict]:
+    """The job, its failure re-raised with a message that names no server path."""
+
+    @functools.wraps(job)
+    def run(p: Params, ctx: RunContext) -> dict:
+        try:
+            return job(p, ctx)
+        except RunStopped:
+            raise
+        except Exception as exc:
+            text = str(exc)
+            clean = without_paths(text, ctx)
+            if clean == text:
+                raise
+            exc.args = (clean,)
+            if isinstance(exc, OSError):
+                exc.errno = exc.strerror = exc.filename = exc.filename2 = None
+            if str(exc) == clean:
+                raise
+            raise RuntimeError(f"{type(exc).__name__}: {clean}") from None
+
+    return run
+
+
 # One job per kind of run (backend.kinds.KINDS; tests/test_workers_lifecycle.py checks that none is missing).
-JOBS: dict[Kind, Callable[[Params, RunContext], dict]] = {
+JOBS: dict[Kind, Callable[[Params, RunContext], dict]] = {kind: _without_paths(job) for kind, job in {
     "collect": run_collect,
     "evaluate": run_evaluate,
     "train_wm": run_train_wm,
@@ -260,4 +312,4 @@ JOBS: dict[Kind, Callable[[Params, RunContext], dict]] = {
     "wm_eval": run_wm_eval,
     "pipeline": run_pipeline,
     "imagine": run_imagine,
-}
+}.items()}

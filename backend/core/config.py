@@ -4,7 +4,7 @@
     VLARFT_DATABASE_URL  SQLAlchemy URL; default sqlite:///$VLARFT_HOME/studio.db
     VLARFT_BROKER_URL    redis://host:6379/0; default: the embedded Redis that `vlarft studio` starts
     VLARFT_ARTIFACT_DIR  datasets, checkpoints, videos and tables; default $VLARFT_HOME/artifacts
-    VLARFT_API_TOKEN     when set, every API call needs `Authorization: Bearer <token>`
+    VLARFT_API_TOKEN     when set, every API call needs `Authorization: Bearer <token>` and the UI a sign-in
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = None
     api_token: SecretStr | None = None
     ui: bool = True  # mount the Gradio UI at /ui when the frontend package provides one
+    ui_cache: Path | None = None  # the UI's files (Gradio's too); default $ARTIFACT_DIR/ui-cache
+    # UI sign-in: a signed session cookie, valid this long; the signing key is derived from the token and
+    # session_secret (default: a random key kept in $HOME/session.key, shared by the API's processes).
+    session_ttl_s: int = Field(12 * 3600, ge=60)
+    session_secret: SecretStr | None = None
 
     # Celery: redeliver a message whose worker died only after this long, so keep it above the
     # longest stage; the reaper below recovers runs much sooner from their heartbeat.
@@ -46,7 +51,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1)
 
     # Limits that keep one request from exhausting the machine.
-    max_upload_bytes: int = Field(8 * 1024**3, ge=1)
+    max_upload_bytes: int = Field(8 * 1024**3, ge=1)  # dataset uploads (API and UI)
+    max_json_bytes: int = Field(1024**2, ge=1024)  # every other request body
     max_collect_episodes: int = Field(50_000, ge=1)  # tasks × episodes
     max_eval_episodes: int = Field(100_000, ge=1)  # policies × tasks × perturbations × episodes
     max_train_steps: int = Field(10_000_000, ge=1)
@@ -56,7 +62,7 @@ class Settings(BaseSettings):
     def _blank_is_default(cls, v: str | None) -> str | None:
         return v.strip() or None if isinstance(v, str) else v
 
-    @field_validator("api_token", mode="before")
+    @field_validator("api_token", "session_secret", mode="before")
     @classmethod
     def _blank_token_is_none(cls, v):
         return None if isinstance(v, str) and not v.strip() else v
@@ -73,6 +79,11 @@ class Settings(BaseSettings):
     @property
     def artifacts(self) -> Path:
         return (self.artifact_dir or self.home_dir / "artifacts").expanduser().resolve()
+
+    @property
+    def ui_cache_dir(self) -> Path:
+        """Per studio: the UI's downloads (runs/<id>/, datasets/<id>/) and Gradio's uploads and cache."""
+        return (self.ui_cache or self.artifacts / "ui-cache").expanduser().resolve()
 
     @property
     def embedded_broker(self) -> bool:

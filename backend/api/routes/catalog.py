@@ -14,15 +14,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.api.deps import SessionDep, SettingsDep
+from backend.api.errors import responses
 from backend.api.routes.datasets import get_dataset
 from backend.core.config import Settings
 from backend.files import resolve_stored
 from backend.models import Artifact, Run
+from backend.params import MAX_ID
 from backend.refs import checkpoint_kind
 from backend.schemas import CheckpointOut, EpisodeOut, PerturbationsOut, TaskOut, TasksOut
 
-router = APIRouter(tags=["catalog"])
-DatasetPath = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="Dataset id.")]
+router = APIRouter(tags=["catalog"], responses=responses(401))
+DatasetPath = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Dataset id.")]
 EpisodePath = Annotated[int, PathParam(ge=0, le=10**7, description="Episode index in the file.")]
 PREVIEW_FRAMES = 400  # longer episodes are previewed from their start
 _preview_lock = threading.Lock()
@@ -48,7 +50,7 @@ def list_perturbations() -> PerturbationsOut:
                             suite=[p.name for p in perturbation_suite()])
 
 
-@router.get("/checkpoints", response_model=list[CheckpointOut])
+@router.get("/checkpoints", response_model=list[CheckpointOut], responses=responses(422))
 def list_checkpoints(
     s: SessionDep,
     cfg: SettingsDep,
@@ -81,11 +83,11 @@ def _episode_file(cfg: Settings, s: Session, dataset_id: int):
     try:
         return ds, EpisodeFile(path)
     except DatasetError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {dataset_id}'s file is unreadable: "
-                            f"{str(exc).splitlines()[0]}") from exc
+        why = str(exc).splitlines()[0].replace(str(path), "its file")  # no server path in the answer
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {dataset_id}'s file is unreadable: {why}") from exc
 
 
-@router.get("/datasets/{dataset_id}/episodes", response_model=list[EpisodeOut])
+@router.get("/datasets/{dataset_id}/episodes", response_model=list[EpisodeOut], responses=responses(404, 422))
 def list_episodes(dataset_id: DatasetPath, s: SessionDep, cfg: SettingsDep,
                   limit: int = Query(500, ge=1, le=10_000), offset: int = Query(0, ge=0, le=10**7)) -> list[EpisodeOut]:
     """Episodes of a dataset in file order: task, instruction, length, success."""
@@ -108,7 +110,7 @@ def _write_preview(src, index: int, target: Path) -> None:
 
 
 @router.get("/datasets/{dataset_id}/episodes/{index}/video", response_class=FileResponse,
-            responses={200: {"content": {"video/mp4": {}}}})
+            responses={200: {"content": {"video/mp4": {}}}, **responses(404, 422)})
 def episode_video(dataset_id: DatasetPath, index: EpisodePath, s: SessionDep, cfg: SettingsDep) -> FileResponse:
     """An H.264 MP4 of one episode's camera frames (rendered once, then cached beside the artifacts)."""
     ds, f = _episode_file(cfg, s, dataset_id)

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,16 +19,16 @@ from sqlalchemy.orm import Session
 
 from backend import crud
 from backend.api.deps import CeleryDep, SessionDep, SettingsDep
+from backend.api.errors import invalid, responses
 from backend.api.routes.runs import submit
 from backend.db import utcnow
 from backend.files import CHUNK, resolve_stored
-from backend.kinds import ACTIVE
 from backend.models import Dataset, Run
-from backend.params import NAME_PATTERN, CollectParams
+from backend.params import IMAGE_SIZES, MAX_ID, NAME_PATTERN, CollectParams
 from backend.schemas import DatasetOut, Page, RunOut
 
-router = APIRouter(tags=["datasets"])
-DatasetPath = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="Dataset id.")]
+router = APIRouter(tags=["datasets"], responses=responses(401))
+DatasetPath = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Dataset id.")]
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ACTION_DIM = 4  # MetaWorld's end-effector deltas + gripper
 
@@ -39,11 +40,12 @@ def get_dataset(s: Session, dataset_id: int) -> Dataset:
     return ds
 
 
-def _bad_file(msg: str) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, msg)
+def _bad_file(msg: str) -> RequestValidationError:
+    """A 422 naming the form field `file`."""
+    return invalid([{"loc": ("body", "file"), "msg": msg, "type": "value_error"}])
 
 
-@router.get("/datasets", response_model=Page[DatasetOut])
+@router.get("/datasets", response_model=Page[DatasetOut], responses=responses(422))
 def list_datasets(s: SessionDep, limit: int = Query(50, ge=1, le=500),
                   offset: int = Query(0, ge=0, le=10**9)) -> dict:
     q = select(Dataset)
@@ -51,40 +53,30 @@ def list_datasets(s: SessionDep, limit: int = Query(50, ge=1, le=500),
     return {"items": items, "total": crud.count(s, q), "limit": limit, "offset": offset}
 
 
-@router.get("/datasets/{dataset_id}", response_model=DatasetOut)
+@router.get("/datasets/{dataset_id}", response_model=DatasetOut, responses=responses(404, 422))
 def read_dataset(dataset_id: DatasetPath, s: SessionDep) -> Dataset:
     return get_dataset(s, dataset_id)
 
 
 @router.get("/datasets/{dataset_id}/download", response_class=FileResponse,
-            responses={200: {"content": {"application/x-hdf5": {}}}})
+            responses={200: {"content": {"application/x-hdf5": {}}}, **responses(404, 422)})
 def download_dataset(dataset_id: DatasetPath, s: SessionDep, cfg: SettingsDep) -> FileResponse:
     ds = get_dataset(s, dataset_id)
     path = resolve_stored(cfg.artifacts, ds.path)
     if not path.is_file():
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {dataset_id}'s file is missing: {ds.path}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {dataset_id}'s file is missing")
     return FileResponse(path, media_type="application/x-hdf5", filename=f"{ds.name}.h5")
 
 
-@router.delete("/datasets/{dataset_id}", status_code=204, response_class=Response)
+@router.delete("/datasets/{dataset_id}", status_code=204, response_class=Response,
+               responses=responses(404, 409, 422))
 def delete_dataset(dataset_id: DatasetPath, s: SessionDep, cfg: SettingsDep) -> Response:
     """Delete a dataset and its file; refused while a queued or running run uses it."""
-    ds = get_dataset(s, dataset_id)
-    for run in s.scalars(select(Run).where(Run.status.in_(ACTIVE))):
-        p = run.params or {}
-        listed = [*(p.get("exclude_dataset_ids") or []), *(p.get("dataset_ids") or []),
-                  *(p.get("extra_dataset_ids") or [])]
-        if p.get("dataset_id") == dataset_id or dataset_id in listed:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"run {run.id} ({run.status}) uses dataset {dataset_id}")
-    path = resolve_stored(cfg.artifacts, ds.path)
-    s.delete(ds)
-    s.commit()
-    if path.is_relative_to(cfg.artifacts):
-        path.unlink(missing_ok=True)
+    crud.delete_dataset(s, get_dataset(s, dataset_id), cfg.artifacts)
     return Response(status_code=204)
 
 
-@router.post("/datasets/collect", status_code=201, response_model=RunOut)
+@router.post("/datasets/collect", status_code=201, response_model=RunOut, responses=responses(400, 413, 422, 503))
 def collect_dataset(params: CollectParams, s: SessionDep, cfg: SettingsDep, app: CeleryDep,
                     name: str | None = Query(None, max_length=200)) -> Run:
     """Collect scripted-expert episodes as a run; the dataset appears when the run succeeds."""
@@ -101,7 +93,7 @@ def _receive(upload: UploadFile, target: str, limit: int) -> tuple[int, str]:
         while chunk := upload.file.read(CHUNK):
             if first:
                 if not chunk.startswith(HDF5_SIGNATURE[: len(chunk)]) or len(chunk) < len(HDF5_SIGNATURE):
-                    raise _bad_file("file: not an HDF5 file (wrong signature)")
+                    raise _bad_file("not an HDF5 file (wrong signature)")
                 first = False
             size += len(chunk)
             if size > limit:
@@ -109,24 +101,22 @@ def _receive(upload: UploadFile, target: str, limit: int) -> tuple[int, str]:
             h.update(chunk)
             out.write(chunk)
     if size == 0:
-        raise _bad_file("file: empty upload")
+        raise _bad_file("empty upload")
     return size, h.hexdigest()
 
 
 def _validate(path: str) -> dict:
-    from sim.episodes import DatasetError, validate_file
+    """Check the whole file in a child process under sim.episodes.MEMORY_CEILING: shapes, dtypes, sizes,
+    chunks and values; images of a size the models take and 4-D actions."""
+    from sim.episodes import DatasetError, validate_isolated
 
     try:
-        return validate_file(path, action_dim=ACTION_DIM).to_json()
+        return validate_isolated(path, action_dim=ACTION_DIM, image_sizes=IMAGE_SIZES).to_json()
     except DatasetError as exc:
-        msg = str(exc).replace(path, "upload")
-        raise _bad_file(f"file: {msg.splitlines()[0]}") from exc
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0].replace(path, "upload")
-        raise _bad_file(f"file: not a readable episode file ({first})") from exc
+        raise _bad_file(str(exc).splitlines()[0].replace(path, "upload")) from exc
 
 
-@router.post("/datasets", status_code=201, response_model=DatasetOut)
+@router.post("/datasets", status_code=201, response_model=DatasetOut, responses=responses(400, 409, 413, 422))
 async def upload_dataset(
     file: Annotated[UploadFile, File(description="An HDF5 episode file (vlarft, robomimic or LIBERO layout).")],
     name: Annotated[str, Form(pattern=NAME_PATTERN, description="Unique name.")],

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from backend import __version__
-from backend.api.deps import SettingsDep
+from backend.api.deps import BearerDep, SettingsDep, token_problem
 from backend.broker import BrokerError, describe, ping
 from backend.db import get_engine
 from backend.kinds import KINDS
@@ -45,6 +45,9 @@ async def health(cfg: SettingsDep):
 
 
 @router.get("/version", response_model=Version)
-def version(cfg: SettingsDep) -> Version:
-    return Version(version=__version__, api="v1", database=make_url(cfg.db_url).get_backend_name(),
-                   broker=describe(cfg.broker), kinds=list(KINDS), auth=cfg.token is not None)
+def version(cfg: SettingsDep, creds: BearerDep) -> Version:
+    """The API's version; the database and broker only for a caller with the token (or without one set)."""
+    trusted = token_problem(cfg, creds.credentials if creds else None) is None
+    return Version(version=__version__, api="v1", kinds=list(KINDS), auth=cfg.token is not None,
+                   database=make_url(cfg.db_url).get_backend_name() if trusted else None,
+                   broker=describe(cfg.broker) if trusted else None)

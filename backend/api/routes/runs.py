@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session
 
 from backend import crud
 from backend.api.deps import CeleryDep, SessionDep, SettingsDep
-from backend.api.errors import invalid
+from backend.api.errors import invalid, responses
 from backend.core.config import Settings
 from backend.files import folder_files, inside, resolve_stored, safe_relative
 from backend.kinds import ARTIFACT_KINDS, Kind, Status
 from backend.limits import check_parent, check_run
 from backend.models import Artifact, Evaluation, Run, RunLog
 from backend.params import (
+    MAX_ID,
     CollectParams,
     CompareParams,
     EvaluateParams,
@@ -48,8 +49,7 @@ from backend.schemas import (
     RunOut,
 )
 
-router = APIRouter(tags=["runs"])
-MAX_ID = 2**31 - 1
+router = APIRouter(tags=["runs"], responses=responses(401))
 RunPath = Annotated[int, PathParam(ge=1, le=MAX_ID, description="Run id.")]
 
 RunCreate = Annotated[
@@ -113,12 +113,17 @@ def get_run(s: Session, run_id: int) -> Run:
     return run
 
 
-@router.post("/runs", status_code=201, response_model=RunOut, summary="Create a run of any kind")
+SUBMIT_ERRORS = responses(400, 413, 422, 503)  # 400 / 413: a body with a bad or too large Content-Length
+ID_ERRORS = responses(404, 422)
+
+
+@router.post("/runs", status_code=201, response_model=RunOut, summary="Create a run of any kind",
+             responses=SUBMIT_ERRORS)
 def create_run(body: RunCreate, s: SessionDep, cfg: SettingsDep, app: CeleryDep) -> Run:
     return submit(s, cfg, app, body.kind, body.params, body.name, body.parent_id)
 
 
-@router.post("/compare", status_code=201, response_model=RunOut, tags=["jobs"],
+@router.post("/compare", status_code=201, response_model=RunOut, tags=["jobs"], responses=SUBMIT_ERRORS,
              summary="Two policies × a perturbation grid, on the same seeded start states")
 def compare(params: CompareParams, s: SessionDep, cfg: SettingsDep, app: CeleryDep,
             name: str | None = Query(None, max_length=200)) -> Run:
@@ -128,14 +133,14 @@ def compare(params: CompareParams, s: SessionDep, cfg: SettingsDep, app: CeleryD
     return submit(s, cfg, app, "evaluate", params.to_evaluate(), label, None)
 
 
-@router.post("/imagine", status_code=201, response_model=RunOut, tags=["jobs"],
+@router.post("/imagine", status_code=201, response_model=RunOut, tags=["jobs"], responses=SUBMIT_ERRORS,
              summary="A world-model rollout video for an instruction and a start state")
 def imagine(params: ImagineParams, s: SessionDep, cfg: SettingsDep, app: CeleryDep,
             name: str | None = Query(None, max_length=200)) -> Run:
     return submit(s, cfg, app, "imagine", params, name, None)
 
 
-@router.get("/runs", response_model=Page[RunOut])
+@router.get("/runs", response_model=Page[RunOut], responses=responses(422))
 def list_runs(
     s: SessionDep,
     kind: Kind | None = None,
@@ -156,32 +161,32 @@ def list_runs(
     return {"items": items, "total": crud.count(s, q), "limit": limit, "offset": offset}
 
 
-@router.get("/runs/{run_id}", response_model=RunOut)
+@router.get("/runs/{run_id}", response_model=RunOut, responses=ID_ERRORS)
 def read_run(run_id: RunPath, s: SessionDep) -> Run:
     return get_run(s, run_id)
 
 
-@router.post("/runs/{run_id}/cancel", response_model=RunOut)
+@router.post("/runs/{run_id}/cancel", response_model=RunOut, responses=responses(400, 404, 409, 413, 422))
 def cancel_run(run_id: RunPath, s: SessionDep, cfg: SettingsDep, app: CeleryDep) -> Run:
     """A queued run is cancelled at once. A running one is asked to stop at its next check (it keeps
     its partial artifacts) and is terminated if it has not stopped after VLARFT_CANCEL_GRACE_S."""
     return crud.cancel(s, app, get_run(s, run_id), cfg.cancel_grace_s)
 
 
-@router.post("/runs/{run_id}/resume", response_model=RunOut)
+@router.post("/runs/{run_id}/resume", response_model=RunOut, responses=responses(400, 404, 409, 413, 422, 503))
 def resume_run(run_id: RunPath, s: SessionDep, app: CeleryDep) -> Run:
     """Queue a failed or cancelled run again; it continues from its last checkpoint."""
     return crud.resume(s, app, get_run(s, run_id))
 
 
-@router.delete("/runs/{run_id}", status_code=204, response_class=Response)
+@router.delete("/runs/{run_id}", status_code=204, response_class=Response, responses=responses(404, 409, 422))
 def delete_run(run_id: RunPath, s: SessionDep, cfg: SettingsDep) -> Response:
     """Delete a finished run with its metrics, logs, evaluations and files (not the datasets it made)."""
     crud.delete_run(s, get_run(s, run_id), cfg.artifacts)
     return Response(status_code=204)
 
 
-@router.get("/runs/{run_id}/metrics", response_model=MetricsOut)
+@router.get("/runs/{run_id}/metrics", response_model=MetricsOut, responses=ID_ERRORS)
 def read_metrics(
     run_id: RunPath,
     s: SessionDep,
@@ -222,7 +227,7 @@ def _metrics_by_id(s: Session, run_id: int, after_id: int, names: list[str] | No
                       last_id=rows[-1].id if rows else after_id)
 
 
-@router.get("/runs/{run_id}/logs", response_model=LogsOut)
+@router.get("/runs/{run_id}/logs", response_model=LogsOut, responses=ID_ERRORS)
 def read_logs(
     run_id: RunPath,
     s: SessionDep,
@@ -246,7 +251,7 @@ def artifact_out(a: Artifact, artifacts: Path) -> ArtifactOut:
     return out
 
 
-@router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactOut])
+@router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactOut], responses=ID_ERRORS)
 def list_artifacts(run_id: RunPath, s: SessionDep, cfg: SettingsDep,
                    kind: str | None = Query(None, pattern=f"^({'|'.join(ARTIFACT_KINDS)})$")) -> list[ArtifactOut]:
     get_run(s, run_id)
@@ -257,7 +262,8 @@ def list_artifacts(run_id: RunPath, s: SessionDep, cfg: SettingsDep,
 
 
 @router.get("/runs/{run_id}/artifacts/{name:path}", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+            responses={200: {"content": {"*/*": {}}, "description": "The file, with the media type its name implies."},
+                       **responses(400, 404, 422)})
 def download_artifact(run_id: RunPath, name: str, s: SessionDep, cfg: SettingsDep) -> FileResponse:
     """Stream one artifact file, or one file of a folder artifact ('checkpoint/config.json')."""
     rel = safe_relative(name)
@@ -277,13 +283,13 @@ def download_artifact(run_id: RunPath, name: str, s: SessionDep, cfg: SettingsDe
     return FileResponse(target, media_type=media, filename=target.name)
 
 
-@router.get("/runs/{run_id}/evaluations", response_model=list[EvaluationOut])
+@router.get("/runs/{run_id}/evaluations", response_model=list[EvaluationOut], responses=ID_ERRORS)
 def run_evaluations(run_id: RunPath, s: SessionDep) -> list[Evaluation]:
     get_run(s, run_id)
     return list(s.scalars(select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.id)))
 
 
-@router.get("/evaluations", response_model=Page[EvaluationOut], tags=["evaluations"])
+@router.get("/evaluations", response_model=Page[EvaluationOut], tags=["evaluations"], responses=responses(422))
 def list_evaluations(
     s: SessionDep,
     policy: str | None = Query(None, max_length=200),
