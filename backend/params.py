@@ -92,8 +92,9 @@ Episodes = Annotated[int, Field(ge=1, le=1000, description="Episodes per task an
 Tasks = Annotated[str | list[str], AfterValidator(_tasks), Field(
     description=f"Task names (comma-separated or a list) or a preset: {', '.join(TASK_PRESETS)}.",
     examples=["reach-v3", "cpu-quick"])]
-InstructionSet = Annotated[Literal["train", "paraphrase"], Field(
-    description="train: each task's training instruction; paraphrase: its held-out paraphrases.")]
+InstructionSet = Annotated[Literal["train", "paraphrase", "question"], Field(
+    description="train: each task's training instruction; paraphrase: its held-out hand-written paraphrases; "
+                "question: held-out polite questions and sentences with a distractor clause (both cycled).")]
 Preset = Annotated[Literal[STAGE_PRESETS], Field(  # type: ignore[valid-type]
     description="smoke (seconds) | cpu-quick (a 2-core CPU) | gpu: sizes and step counts of the stage.")]
 DatasetId = Annotated[int, Field(ge=1, le=MAX_ID, description="Id of a dataset (GET /api/v1/datasets).")]

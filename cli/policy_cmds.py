@@ -1,4 +1,4 @@
-"""`vlarft` commands of the policy stage: train-policy, policy-latency."""
+"""`vlarft` commands of the policy stage: train-policy, policy-latency, language-check."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from cli.progress import fraction_bar
 def register(app: typer.Typer) -> None:
     app.command("train-policy")(train_policy)
     app.command("policy-latency")(policy_latency)
+    app.command("language-check")(language_check)
 
 
 def _parse_value(text: str):
@@ -128,3 +129,71 @@ def policy_latency(
     for r in rows:
         typer.echo(f"threads {r['threads']}: median {r['median_ms']:.2f} ms, p90 {r['p90_ms']:.2f} ms per chunk "
                    f"(batch 1, {c.image_size}px, {c.euler_steps} Euler steps)")
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def language_check(
+    policy: Path = typer.Option(..., help="A policy checkpoint folder."),
+    instruction: str = typer.Option(None, help="An instruction to check (default: report the thresholds)."),
+    task: str = typer.Option(None, help="The scene's task for --instruction, e.g. reach-v3."),
+    save: bool = typer.Option(True, help="Without --instruction: write the thresholds to POLICY/language.json."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Does the policy understand an instruction? Without one: the similarity / margin thresholds chosen on
+    the held-out phrasings, their false-alarm and miss rates, and the per-task nearest-task table."""
+    from cli.args import require_checkpoint
+    from models.policy.text import check_instruction
+    from sim.errors import InputError
+    from sim.tasks import get_task
+
+    require_checkpoint("--policy", policy)
+    if instruction is not None:
+        instruction = check_instruction(instruction)
+    if task is not None:
+        task = get_task(task).name
+        if instruction is None:
+            raise InputError("--task needs --instruction")
+    from models.policy.language import match_policy, policy_language, write_language
+    from models.policy_io import load_policy
+
+    encoder = load_policy(policy).text
+    if instruction is not None:
+        m = match_policy(policy, instruction, task, encoder)
+        if json_out:
+            typer.echo(json.dumps(m))
+            return
+        scene = f" on the {m['scene_task']} scene" if m["scene_task"] else ""
+        typer.echo(f"instruction: {m['instruction']!r}{scene}")
+        second = f", then {m['second_task']} (margin {m['margin']:.3f})" if m["second_task"] else ""
+        typer.echo(f"nearest task: {m['nearest_task']} (similarity {m['similarity']:.3f}){second}")
+        t = m["thresholds"]
+        verdict = "understood" if m["understood"] else f"⚠ {m['warning']}"
+        typer.echo(f"{verdict} (thresholds: similarity {t['similarity']:.2f}, margin {t['margin']:.3f})")
+        return
+    report = policy_language(policy, encoder)
+    saved = write_language(policy, report) if save else None
+    if json_out:
+        typer.echo(json.dumps({**report, "saved": str(saved) if saved else None}))
+        return
+    c = report["counts"]
+    typer.echo(f"policy {policy}: {len(report['tasks'])} tasks ({', '.join(report['tasks'])})")
+    typer.echo(f"thresholds: similarity {report['similarity']:.2f}, margin {report['margin']:.3f} "
+               f"({report['rule']})")
+    fa, miss = report["false_alarm"], report["miss"]
+    typer.echo(f"false alarms ({c['positives']} held-out phrasings on their own scene): "
+               + ", ".join(f"{k} {_pct(v)}" for k, v in fa.items()))
+    typer.echo(f"misses ({c['cross_task_negatives']} cross-task, {c['unknown_task_negatives']} unknown-task "
+               "pairs): " + ", ".join(f"{k.replace('_', '-')} {_pct(v)}" for k, v in miss.items()))
+    typer.echo("")
+    typer.echo(f"{'task':<28} {'held-out':>8} {'nearest ok':>10} {'similarity':>10}  closest other (similarity)")
+    for r in report["per_task"]:
+        other = f"{r['closest_other']} ({r['closest_other_similarity']:.2f})" if r["closest_other"] else "–"
+        if r["confused_with"]:
+            other += f"; confused with {r['confused_with']}"
+        sim = "–" if r["mean_similarity"] is None else f"{r['mean_similarity']:.2f}"
+        typer.echo(f"{r['task']:<28} {r['heldout']:>8} {_pct(r['nearest_is_task']):>10} {sim:>10}  {other}")
+    if saved:
+        typer.echo(f"saved {saved}: used with the policy while its tasks and the phrasing tables match")

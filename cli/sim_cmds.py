@@ -113,6 +113,19 @@ def dataset_info(
         typer.echo(f"  {task:32s} {n}")
 
 
+def _instruction_set(name: str | None, paraphrases: bool) -> str:
+    """--instruction-set, with --paraphrases as a shorthand for 'paraphrase'."""
+    from sim.errors import InputError
+    from sim.instructions import check_instruction_set
+
+    if name is None:
+        return "paraphrase" if paraphrases else "train"
+    check_instruction_set(name)
+    if paraphrases and name != "paraphrase":
+        raise InputError(f"--paraphrases conflicts with --instruction-set {name}")
+    return name
+
+
 def sim_eval(
     policy: str = typer.Option("expert", help="'expert' or a policy checkpoint folder."),
     tasks: str = typer.Option("cpu-quick", help="Comma-separated task names or a preset."),
@@ -121,7 +134,9 @@ def sim_eval(
     seed: int = typer.Option(0, help="Evaluation seed (start states come from a stream disjoint from collect)."),
     max_steps: int = typer.Option(200, help=field_help(EvaluateParams, "max_steps")),
     instruction: str = typer.Option(None, help="Free-text instruction used for every episode."),
-    paraphrases: bool = typer.Option(False, help="Use the held-out paraphrases instead of training instructions."),
+    instruction_set: str = typer.Option(
+        None, help="train (the training instruction) | paraphrase | question (held-out sets, cycled)."),
+    paraphrases: bool = typer.Option(False, help="Shorthand for --instruction-set paraphrase."),
     exclude_dataset: list[Path] = typer.Option([], help="Dataset(s) whose starts must not appear (checked)."),
     video: Path = typer.Option(None, help="Folder for MP4s of the first episodes of each cell."),
     videos_per_cell: int = typer.Option(1, help=field_help(EvaluateParams, "videos_per_cell")),
@@ -135,6 +150,7 @@ def sim_eval(
 
     check_fields(EvaluateParams, {"episodes": episodes, "seed": seed, "max_steps": max_steps,
                                   "videos_per_cell": videos_per_cell})
+    instruction_set = _instruction_set(instruction_set, paraphrases)
     if policy == "expert":
         spec = EXPERT
     else:
@@ -143,7 +159,7 @@ def sim_eval(
         spec = eval_spec(policy)
     cfg = EvalConfig(
         tasks=tasks, perturbations=parse_perturbations(perturb), episodes=episodes, seed=seed, max_steps=max_steps,
-        instruction=instruction, instruction_set="paraphrase" if paraphrases else "train",
+        instruction=instruction, instruction_set=instruction_set,
         video_dir=str(video) if video else None, videos_per_cell=videos_per_cell,
         exclude_datasets=tuple(str(p) for p in exclude_dataset), workers=workers,
     )

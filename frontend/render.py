@@ -11,12 +11,36 @@ from backend.client import ArtifactOut, DatasetOut, EpisodeOut, RunOut
 
 
 def notice(message: str, kind: str = "error") -> str:
-    """A message box; kind: error | ok | info."""
+    """A message box; kind: error | warn | ok | info."""
     if not message:
         return ""
-    icon = {"error": "⚠", "ok": "✓", "info": "ℹ"}.get(kind, "")
+    icon = {"error": "⚠", "warn": "⚠", "ok": "✓", "info": "ℹ"}.get(kind, "")
     return f'<div class="vr-notice vr-{kind}" role="{"alert" if kind == "error" else "status"}">' \
            f'{icon} {escape(message)}</div>'
+
+
+def instruction_check(result: dict, titles: dict[str, str] | None = None) -> str:
+    """The instruction an imagine run used, on which scene, and a ⚠ warning for each policy that does not
+    understand it (the run's `instruction_match`, models/policy/language.py); one warning for both when equal."""
+    text, task = result.get("instruction"), result.get("task")
+    if not text:
+        return ""
+    facts = (f'<div class="vr-facts"><span>instruction used: <b>“{escape(str(text))}”</b></span>'
+             f'<span>scene: <b>{escape(str(task or "?"))}</b></span></div>')
+    warnings: dict[str, list[str]] = {}
+    fine: list[str] = []
+    for label, m in (result.get("instruction_match") or {}).items():
+        if not isinstance(m, dict):
+            continue
+        who = (titles or {}).get(label, label)
+        if m.get("understood"):
+            fine.append(f"{who} (similarity {m.get('similarity', 0):.2f} to {m.get('nearest_task')})")
+        else:
+            warnings.setdefault(str(m.get("warning") or "this instruction is not understood"), []).append(who)
+    parts = [notice(f"{w} — {', '.join(whos)}", "warn") for w, whos in warnings.items()]
+    if fine:
+        parts.append(f'<div class="vr-cell">understood by {escape(", ".join(fine))} ✓</div>')
+    return f'<div class="vr-lang">{facts}{"".join(parts)}</div>'
 
 
 def badge(status: str) -> str:
@@ -148,6 +172,7 @@ def row_click_js(attr: str) -> str:
 CSS = """
 .vr-notice { padding: 8px 12px; border-radius: 6px; margin: 4px 0; font-size: 14px; }
 .vr-error { background: #fdecea; color: #8a1c12; border: 1px solid #f5c2bd; }
+.vr-warn { background: #fff4e5; color: #7a4100; border: 1px solid #f6c680; font-weight: 600; }
 .vr-ok { background: #e8f5e9; color: #1b5e20; border: 1px solid #b9dfbb; }
 .vr-info { background: #e8f0fe; color: #174ea6; border: 1px solid #c3d5fb; }
 .vr-badge { padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; color: #fff; }

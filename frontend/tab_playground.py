@@ -1,6 +1,7 @@
 """The Playground: type an instruction, pick a task, a seed and offsets of the object, goal and robot,
 then watch a 2×2 grid for the same start: the world model's imagined rollout and the real simulator's
-rollout, under the base and the fine-tuned policy, with the verified reward and the simulator's verdict."""
+rollout, under the base and the fine-tuned policy, with the verified reward and the simulator's verdict, and
+the instruction the run used with a ⚠ warning when a policy does not understand it on that scene."""
 
 from __future__ import annotations
 
@@ -100,6 +101,8 @@ def build() -> Loader:
                 refresh = gr.Button("Refresh lists", size="sm", elem_id="play-refresh")
                 go = gr.Button("Imagine and run", variant="primary", elem_id="play-go")
             status = gr.HTML(elem_id="play-status")
+    # the instruction the run used and, when a policy does not understand it, a warning next to the videos
+    language = gr.HTML(elem_id="play-language")
     videos: dict[tuple[str, str], gr.Video] = {}
     captions: dict[tuple[str, str], gr.HTML] = {}
     for pol in POLICIES:
@@ -114,7 +117,7 @@ def build() -> Loader:
     grid = gr.File(label="2×2 composite video", elem_id="play-grid", interactive=False, visible=False)
 
     cells = [(p, s) for p in POLICIES for s in SOURCES]
-    outputs = [status, notice, *[videos[k] for k in cells], *[captions[k] for k in cells], grid]
+    outputs = [status, notice, language, *[videos[k] for k in cells], *[captions[k] for k in cells], grid]
 
     # Lists --------------------------------------------------------------------------------------
     def lists(c: StudioClient):
@@ -174,7 +177,7 @@ def build() -> Loader:
                         instruction=(instr or "").strip() or None, seed=int(seed_v or 0),
                         offsets=offsets_m(ox_v, oy_v, gx_v, gy_v, rx_v, ry_v, rz_v), horizon=int(hor),
                         max_steps=int(steps_v), name=f"playground: {(instr or task_v or '')[:60]}")
-        blank = [None] * 4 + [_caption(None)] * 4 + [gr.update(value=None, visible=False)]
+        blank = [""] + [None] * 4 + [_caption(None)] * 4 + [gr.update(value=None, visible=False)]
         yield (progress_html(run), "", *blank)
         deadline = time.monotonic() + WAIT_S
         while not run.done and time.monotonic() < deadline:
@@ -199,7 +202,8 @@ def build() -> Loader:
         vids = [video(by_cell.get(k, {}).get("video")) for k in cells]
         caps = [_caption(by_cell.get(k)) for k in cells]
         grid_path = video(res.get("grid_video"))
-        return [*vids, *caps, gr.update(value=grid_path, visible=grid_path is not None)]
+        lang = render.instruction_check(res, POLICY_TITLES)
+        return [lang, *vids, *caps, gr.update(value=grid_path, visible=grid_path is not None)]
 
     go.click(on_go, [instruction, task, seed, ox, oy, gx, gy, rx, ry, rz, wm, rm, base, tuned, horizon,
                      max_steps], outputs)

@@ -81,7 +81,9 @@ def imagine(
 ) -> dict[str, Any]:
     """Imagined and real rollouts of each policy from one start; writes MP4s into `out`. With a reward model
     (trained for this world model) the imagined episode ends at its first detected success and its cell
-    reports success, next to the simulator's."""
+    reports success, next to the simulator's. `instruction_match`: per policy label (not the expert), whether
+    the policy knows the instruction on this task's scene (models/policy/language.py)."""
+    from models.policy.language import match_policy
     from models.policy.text import check_instruction
     from models.rewards import verified_reward
     from sim.env import SimEnv
@@ -118,6 +120,12 @@ def imagine(
 
         rm = load_reward_model(reward_model, wm)
     built = {label: _chunk_policy(path) for label, path in policies.items()}
+    # does each policy know this instruction on this scene? (the expert ignores language)
+    matches = {}
+    for label, path in policies.items():
+        if path != "expert":
+            hooks.progress(0.0, f"{label}: checking the instruction")
+            matches[label] = match_policy(path, text, spec.name, encoder=built[label].policy.text)
     for label, p in built.items():
         cfg = getattr(getattr(p, "policy", None), "config", None)
         if cfg is not None and (cfg.camera, cfg.image_size) != (camera, size):
@@ -195,4 +203,5 @@ def imagine(
     hooks.progress(1.0, "done")
     return {"start": start.to_json(), "instruction": text, "task": spec.name, "cells": cells,
             "grid_video": "grid.mp4", "columns": ["world_model", "simulator"] if wm is not None else ["simulator"],
-            "reference": "the world model's rollout under the scripted expert's actions from the same start"}
+            "reference": "the world model's rollout under the scripted expert's actions from the same start",
+            "instruction_match": matches}

@@ -24,6 +24,7 @@ import numpy as np
 from sim.env import DEFAULT_CAMERA, DEFAULT_MAX_STEPS, Observation, SimEnv
 from sim.episodes import EpisodeFile
 from sim.errors import InputError
+from sim.instructions import check_instruction_set, heldout_phrasings
 from sim.parallel import Pool, resolve_workers
 from sim.perturb import Perturbation, StartState, parse_perturbation
 from sim.stats import wilson_interval
@@ -83,7 +84,7 @@ class EvalConfig:
     seed: int = 0
     max_steps: int = DEFAULT_MAX_STEPS
     instruction: str | None = None  # free text for every episode
-    instruction_set: str = "train"  # "train" | "paraphrase": held-out paraphrases, cycled
+    instruction_set: str = "train"  # "train": the training instruction | "paraphrase" | "question": held out, cycled
     video_dir: str | None = None
     videos_per_cell: int = 1
     exclude_datasets: tuple[str, ...] = ()
@@ -97,8 +98,7 @@ class EvalConfig:
             raise InputError(f"episodes must be positive, got {self.episodes}")
         if self.max_steps <= 0:
             raise InputError(f"max steps must be positive, got {self.max_steps}")
-        if self.instruction_set not in ("train", "paraphrase"):
-            raise InputError(f"instruction set must be train or paraphrase, got {self.instruction_set!r}")
+        check_instruction_set(self.instruction_set)
         if self.instruction is not None:
             text = self.instruction.strip()
             if not text or len(text) > 512:
@@ -125,10 +125,10 @@ class EpisodeResult:
 def instruction_for(cfg: EvalConfig, task: str, index: int) -> str:
     if cfg.instruction is not None:
         return cfg.instruction.strip()
-    spec = get_task(task)
-    if cfg.instruction_set == "paraphrase":
-        return spec.paraphrases[index % len(spec.paraphrases)]
-    return spec.instruction
+    if cfg.instruction_set == "train":
+        return get_task(task).instruction
+    held_out = heldout_phrasings(task, cfg.instruction_set)
+    return held_out[index % len(held_out)]  # cycled over the episodes
 
 
 def run_episode(

@@ -244,3 +244,31 @@ def test_cli_errors_are_one_line(tiny_dataset, tmp_path, trained):
     (bad / "config.json").write_text((trained[0] / "config.json").read_text())
     (bad / "model.safetensors").write_bytes(b"junk")
     assert_one_line_error(run_cli("sim-eval", "--policy", str(bad), "--episodes", "1"), "corrupt")
+
+
+def test_windows_draw_their_tasks_training_phrasings(tiny_dataset):
+    from models.policy.data import load_split
+    from sim.instructions import heldout_phrasings, training_phrasings
+
+    train, _ = load_split([str(tiny_dataset)], 0.0, 0, 2, 8, "expert")
+    idx = torch.arange(len(train))
+    own = train.batch(idx, torch.Generator().manual_seed(0))["instruction"]
+    assert own == train.batch(idx)["instruction"]  # no phrasings in use: the episode's own instruction
+    train.use_phrasings({t: training_phrasings(t) for t in train.tasks})
+    drawn = train.batch(idx, torch.Generator().manual_seed(0))["instruction"]
+    assert drawn == train.batch(idx, torch.Generator().manual_seed(0))["instruction"]  # seeded
+    tasks = [train.tasks[t] for t in train.task_idx.tolist()]
+    for task, text in zip(tasks, drawn, strict=True):
+        assert text in training_phrasings(task)
+        assert text not in heldout_phrasings(task, "paraphrase")
+    assert len(set(drawn)) > 2 * len(train.tasks)  # many phrasings, not one sentence per task
+
+
+def test_augmented_training_caches_every_phrasing(trained):
+    from sim.instructions import all_known
+
+    folder, _ = trained
+    policy = load_policy(folder)
+    for task in ("drawer-open-v3", "button-press-topdown-v3"):  # tiny_dataset's
+        for text in all_known(task):
+            assert text in policy.text.cache

@@ -100,11 +100,28 @@ def _perturbation_parts(name: str) -> tuple[str, str | None]:
     return family, level or None
 
 
+def _instruction_matches(p: EvaluateParams, ctx: RunContext) -> dict[str, dict]:
+    """A custom instruction against each evaluated task's scene, per policy ref (the expert ignores language);
+    the ones a policy does not understand are also logged as warnings."""
+    out = {}
+    for ref in p.policies:
+        folder = ctx.checkpoint(ref, "policy")
+        if folder is None or p.instruction is None:
+            continue
+        match = stage("evaluate", "models.policy.language", "match_policy_tasks")
+        out[ref] = match(str(folder), p.instruction, list(p.tasks))
+        for task, m in out[ref].items():
+            if not m["understood"]:
+                ctx.log(f"{ref} on {task}: {m['warning']}", "warning")
+    return out
+
+
 def run_evaluate(p: EvaluateParams, ctx: RunContext) -> dict:
     """One policy, or two on the same seeded start states (evaluation seeds are deterministic)."""
     from sim.evaluate import EvalConfig, compare, write_side_by_side
 
     specs = {ref: policy_spec(ref, ctx) for ref in p.policies}
+    matches = _instruction_matches(p, ctx) if p.instruction else None
     exclude = tuple(ctx.dataset_path(i) for i in p.exclude_dataset_ids)
     cfg = EvalConfig(
         tasks=tuple(p.tasks), perturbations=list(p.perturbations), episodes=p.episodes, seed=p.seed,
@@ -139,6 +156,8 @@ def run_evaluate(p: EvaluateParams, ctx: RunContext) -> dict:
         "families": families, "cells": cells, "videos": videos,
         "starts_disjoint": cmp.starts_disjoint,
     }
+    if matches is not None:
+        result["instruction_match"] = matches
     report_path = ctx.out / "report.json"
     report_path.write_text(json.dumps({"comparison": result,
                                        "reports": {ref: rep.summary for ref, rep in cmp.reports.items()}}, indent=1))

@@ -95,6 +95,10 @@ class TrainConfig:
     shift: int = 4  # random-shift augmentation in pixels (0: none)
     aux_weight: float = 1.0  # weight of the auxiliary object/goal-position loss (training only; needs env_obs)
     label: str = "expert"  # "expert": DART labels (the expert's clean action), "executed": the noisy one
+    # "augmented": each training window gets one of its task's training phrasings (sim/instructions.py),
+    # drawn anew every step; "single": the episode's own instruction only (the policy then reads the
+    # sentence as a task id)
+    instructions: str = "augmented"
     heldout_fraction: float = 0.1
     base_at: float = 250  # also save OUT/base, short of convergence: at this step (>= 1) or fraction of steps (< 1)
     snapshot_every: int = 0  # also keep OUT/snapshots/step-N every N steps (for choosing base_at); 0: none
@@ -117,6 +121,7 @@ class TrainConfig:
                                             "aux_weight", "threads"), err)
         check_fields(self, "fraction", ("heldout_fraction", "ema"), err)
         check_choice(self, "label", ("expert", "executed"), err)
+        check_choice(self, "instructions", ("augmented", "single"), err)
         check_device(self, err)
         if self.base_at < 0 or self.base_step >= self.steps:
             raise PolicyConfigError(f"base_at {self.base_at:g} must give a step below steps ({self.steps}): "

@@ -76,8 +76,8 @@ class WindowTensors:
     """All frames, proprio and labels of the selected episodes of one or more files, plus a window index."""
 
     def __init__(self, parts: list[tuple[str, list[int]]], context: int, chunk: int, label: str = "expert") -> None:
-        frames, proprio, labels, states, instructions = [], [], [], [], []
-        frame_idx, chunk_idx, masks, instr_idx = [], [], [], []
+        frames, proprio, labels, states, instructions, tasks = [], [], [], [], [], []
+        frame_idx, chunk_idx, masks, instr_idx, task_idx = [], [], [], [], []
         offset = 0
         for path, episodes in parts:
             ef = EpisodeFile(path)
@@ -94,6 +94,8 @@ class WindowTensors:
                     states.append(torch.from_numpy(object_goal(ep.env_obs, n)))
                     if ep.instruction not in instructions:
                         instructions.append(ep.instruction)
+                    if ep.task not in tasks:
+                        tasks.append(ep.task)
                     t = np.arange(n)
                     ctx = np.maximum(t[:, None] + np.arange(-context + 1, 1)[None], 0)
                     steps = t[:, None] + np.arange(chunk)[None]
@@ -101,6 +103,7 @@ class WindowTensors:
                     chunk_idx.append(offset + np.minimum(steps, n - 1))
                     masks.append(steps < n)
                     instr_idx.append(np.full(n, instructions.index(ep.instruction)))
+                    task_idx.append(np.full(n, tasks.index(ep.task)))
                     offset += n
             finally:
                 ef.close()
@@ -115,16 +118,32 @@ class WindowTensors:
         self.mask = torch.from_numpy(np.concatenate(masks))  # [W, chunk]
         self.instr_idx = np.concatenate(instr_idx)
         self.instructions = instructions
+        self.task_idx = torch.from_numpy(np.concatenate(task_idx))
+        self.tasks = tasks
+        self.phrasings: list[tuple[str, ...]] | None = None  # per task: set by use_phrasings
+
+    def use_phrasings(self, phrasings: dict[str, tuple[str, ...]]) -> None:
+        """From now on `batch(idx, generator)` gives each window one of its task's phrasings, drawn anew
+        every time (tasks without phrasings keep their episode's instruction)."""
+        self.phrasings = [tuple(phrasings.get(t, ())) for t in self.tasks]
 
     def __len__(self) -> int:
         return int(self.frame_idx.shape[0])
 
-    def batch(self, idx: torch.Tensor) -> dict:
-        """A batch dict in the policy's format, with `actions` (labels, raw units) and `mask`."""
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """A batch dict in the policy's format, with `actions` (labels, raw units) and `mask`. With phrasings
+        in use and a generator, each window's instruction is drawn from its task's phrasings."""
+        instructions = [self.instructions[i] for i in self.instr_idx[idx.numpy()]]
+        if self.phrasings is not None and generator is not None:
+            draws = torch.rand(len(idx), generator=generator).tolist()
+            for j, t in enumerate(self.task_idx[idx].tolist()):
+                options = self.phrasings[t]
+                if options:
+                    instructions[j] = options[min(int(draws[j] * len(options)), len(options) - 1)]
         return {
             "context": self.frames[self.frame_idx[idx]],
             "proprio": self.proprio[self.frame_idx[idx, -1]],
-            "instruction": [self.instructions[i] for i in self.instr_idx[idx.numpy()]],
+            "instruction": instructions,
             "actions": self.labels[self.chunk_idx[idx]],
             "mask": self.mask[idx],
             "state": self.states[self.frame_idx[idx, -1]],

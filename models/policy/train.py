@@ -27,6 +27,7 @@ from models.policy.model import VLAPolicy
 from models.policy.text import InstructionEncoder
 from models.policy_io import check_dataset_compat, save_policy
 from sim.errors import InputError
+from sim.instructions import all_known, training_phrasings
 from sim.tasks import TASKS
 
 
@@ -103,9 +104,12 @@ def train_policy(
     hooks.progress(0.0, "loading episodes")
     train, held = load_split(paths, cfg.heldout_fraction, cfg.seed, pcfg.context, pcfg.chunk, cfg.label)
     text = InstructionEncoder()
-    # every instruction the data uses, plus the held-out paraphrases of its tasks (for evaluation)
-    known = [s for t in info.tasks if t in TASKS for s in TASKS[t].all_instructions]
+    # every instruction the data uses, each task's training phrasings and its held-out sets (for evaluation):
+    # embedded once here, so sampling a phrasing per window costs a dictionary lookup
+    known = [s for t in info.tasks if t in TASKS for s in all_known(t)]
     text.warm(list(dict.fromkeys([*info.instructions, *known])))
+    if cfg.instructions == "augmented":
+        train.use_phrasings({t: training_phrasings(t) for t in train.tasks if t in TASKS})
     policy = VLAPolicy(pcfg, text).to(device)
     valid = train.chunk_idx[train.mask]  # label rows that some window's loss actually uses
     policy.action_norm.fit(train.labels[valid], pcfg.action_norm)
@@ -180,7 +184,7 @@ def train_policy(
         for group in opt.param_groups:
             group["lr"] = lr * group["lr_scale"]
         idx = torch.randint(len(train), (cfg.batch_size,), generator=gen)
-        batch = train.batch(idx)
+        batch = train.batch(idx, gen)
         cond, vision = policy.encode(batch, augment_shift=cfg.shift, generator=gen, with_vision=True)
         actions = policy.action_norm.normalize(batch["actions"].to(device))
         # flow matching: x_t = (1 − t)·ε + t·a, regress the velocity ε − a (fm_samples draws per image)
