@@ -10,6 +10,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from backend.core.config import Settings
+
 CHUNK = 1 << 20
 
 # Names the studio writes (sim.episodes, sim.video, models.checkpoint, models.plots, the upload route).
@@ -174,3 +176,13 @@ def remove(path: Path) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def ui_files(settings: Settings, what: str, ident: int) -> Path:
+    """The UI's cached files of one run or dataset (`what` is "runs" or "datasets")."""
+    return settings.ui_cache_dir / what / str(int(ident))
+
+
+def forget_ui_files(settings: Settings, what: str, ident: int) -> None:
+    """Delete the UI's copies of a deleted run's (or dataset's) videos, reports and downloads."""
+    shutil.rmtree(ui_files(settings, what, ident), ignore_errors=True)

@@ -8,16 +8,12 @@ Gradio UI at /ui (when settings.ui is on); `/` redirects there, or to /docs with
 from __future__ import annotations
 
 import asyncio
-import re
-import shutil
 import time
 from collections import deque
 from contextlib import asynccontextmanager, suppress
 from html import escape
-from pathlib import Path
 from urllib.parse import parse_qs
 
-import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import Headers
@@ -55,7 +51,6 @@ PUBLIC_PATHS = frozenset({f"{API_PREFIX}/health", f"{API_PREFIX}/version", f"{AP
                           "/docs/oauth2-redirect", "/", "/favicon.ico", LOGIN_PATH, LOGOUT_PATH})
 # The only bodies allowed past max_json_bytes: dataset files (the API's and the UI's upload).
 UPLOAD_PATHS = frozenset({f"{API_PREFIX}/datasets", f"{UI_PATH}/gradio_api/upload"})
-_DELETED = re.compile(rf"^{API_PREFIX}/(runs|datasets)/(\d+)$")
 
 
 class BodyTooLarge(HTTPException):
@@ -69,16 +64,6 @@ def _reply(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"message": message, "detail": message}, status_code=status, headers=headers)
 
 
-def ui_files(settings: Settings, what: str, ident: int) -> Path:
-    """The UI's cached files of one run or dataset (`what` is "runs" or "datasets")."""
-    return settings.ui_cache_dir / what / str(int(ident))
-
-
-def forget_ui_files(settings: Settings, what: str, ident: int) -> None:
-    """Delete the UI's copies of a deleted run's (or dataset's) videos, reports and downloads."""
-    shutil.rmtree(ui_files(settings, what, ident), ignore_errors=True)
-
-
 class Gate:
     """Pure ASGI, in front of everything: the token (or, under /ui, a signed session cookie) is checked and
     the body bounded before the app reads a byte. Bodies are limited by Content-Length and by counting the
@@ -86,8 +71,7 @@ class Gate:
 
     A request under /ui signed in with the cookie reaches the UI carrying `Authorization: Bearer <token>`,
     which the UI reads from its gr.Request: its calls to the API are authorized by the request itself,
-    never by state that a session hash could name. After a run or dataset is deleted, the UI's copies of
-    its files are deleted too."""
+    never by state that a session hash could name."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -162,22 +146,10 @@ class Gate:
             return message
 
         started = False
-        deleted = _DELETED.match(path) if scope["method"] == "DELETE" else None
-        held: list[Message] = []
 
         async def watched(message: Message) -> None:
-            nonlocal started, deleted
-            if message["type"] == "http.response.start":
-                started = True
-                if deleted and message["status"] == 204:
-                    held.append(message)  # the UI's copies go before the client hears of the deletion
-                    return
-                deleted = None
-            elif deleted and message["type"] == "http.response.body" and not message.get("more_body"):
-                await anyio.to_thread.run_sync(forget_ui_files, cfg, deleted[1], int(deleted[2]))
-                deleted = None
-                for m in held:
-                    await send(m)
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:

@@ -19,6 +19,7 @@ The reward-fidelity measurement (models/world_model/fidelity.py) uses the same h
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -102,7 +103,7 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).movedim(-1, -3).float() / 255.0
 
 
-class RewardSource:
+class RewardSource(ABC):
     """(batch of B start states, B·G sampled chunks, B ground-truth chunks) → ([B, G] rewards, info).
 
     Built with keywords wm (checkpoint or None), dataset, device and lam; each source takes what it needs."""
@@ -113,8 +114,8 @@ class RewardSource:
     def __init__(self, **_unused: Any) -> None:
         return None
 
-    def __call__(self, batch: dict, actions: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, batch: dict, actions: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, dict]: ...
 
     def close(self) -> None:
         return None

@@ -137,16 +137,15 @@ class Stack:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-class Worker:
-    """`vlarft worker` in its own process group, so a test can kill -9 the whole worker."""
+class ChildProcess:
+    """A `vlarft` subprocess in its own process group (so a test can kill -9 all of it), logging to `log`."""
 
-    def __init__(self, stack: Stack, queues: str, env: dict[str, str]) -> None:
-        self.name = f"{queues.replace(',', '+')}-{uuid.uuid4().hex[:6]}@test"
-        self.log = stack.home / f"worker-{self.name}.log"
-        cmd = [sys.executable, "-m", "cli.main", "worker", "--queues", queues, "--hostname", self.name,
-               "--log-level", "info"]
-        self.proc = subprocess.Popen(cmd, env=stack.process_env(**env), cwd=ROOT, stdout=self.log.open("wb"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+    proc: subprocess.Popen
+    log: Path
+
+    def start(self, cmd: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
 
     def kill9(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)
@@ -163,10 +162,20 @@ class Worker:
             self.proc.wait()
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+        return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""
 
 
-class ApiServer:
+class Worker(ChildProcess):
+    """`vlarft worker` over a stack."""
+
+    def __init__(self, stack: Stack, queues: str, env: dict[str, str]) -> None:
+        self.name = f"{queues.replace(',', '+')}-{uuid.uuid4().hex[:6]}@test"
+        self.log = stack.home / f"worker-{self.name}.log"
+        self.start([sys.executable, "-m", "cli.main", "worker", "--queues", queues, "--hostname", self.name,
+                    "--log-level", "info"], stack.process_env(**env))
+
+
+class ApiServer(ChildProcess):
     """`vlarft api` (the API with the UI at /ui) over a stack, in its own process group on a free port;
     `memory()` reads the server process's resident set (VmRSS) and its peak (VmHWM) in bytes."""
 
@@ -180,8 +189,7 @@ class ApiServer:
         self.log = stack.home / f"api-{self.port}.log"
         cmd = [sys.executable, "-m", "cli.main", "api", "--port", str(self.port), "--no-migrate",
                "--log-level", "warning", *([] if ui else ["--no-ui"])]
-        self.proc = subprocess.Popen(cmd, env=stack.process_env(GRADIO_ANALYTICS_ENABLED="False", **env), cwd=ROOT,
-                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.start(cmd, stack.process_env(GRADIO_ANALYTICS_ENABLED="False", **env))
         wait_for(self._up, 180, f"the API on port {self.port}:\n{self.output()}", poll=0.3)
 
     def _up(self) -> bool:
@@ -201,18 +209,6 @@ class ApiServer:
                 out[key] = int(value.split()[0]) * 1024
         return out
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, poll: float = 0.1):

@@ -22,7 +22,7 @@ from backend.api.deps import CeleryDep, SessionDep, SettingsDep
 from backend.api.errors import invalid, responses
 from backend.api.routes.runs import submit
 from backend.db import utcnow
-from backend.files import CHUNK, resolve_stored
+from backend.files import CHUNK, forget_ui_files, resolve_stored
 from backend.models import Dataset, Run
 from backend.params import IMAGE_SIZES, MAX_ID, NAME_PATTERN, CollectParams
 from backend.schemas import DatasetOut, Page, RunOut
@@ -73,6 +73,7 @@ def download_dataset(dataset_id: DatasetPath, s: SessionDep, cfg: SettingsDep) -
 def delete_dataset(dataset_id: DatasetPath, s: SessionDep, cfg: SettingsDep) -> Response:
     """Delete a dataset and its file; refused while a queued or running run uses it."""
     crud.delete_dataset(s, get_dataset(s, dataset_id), cfg.artifacts)
+    forget_ui_files(cfg, "datasets", dataset_id)  # the UI's copies of its files go before the client hears of it
     return Response(status_code=204)
 
 

@@ -21,7 +21,7 @@ from backend import crud
 from backend.api.deps import CeleryDep, SessionDep, SettingsDep
 from backend.api.errors import invalid, responses
 from backend.core.config import Settings
-from backend.files import folder_files, inside, resolve_stored, safe_relative
+from backend.files import folder_files, forget_ui_files, inside, resolve_stored, safe_relative
 from backend.kinds import ARTIFACT_KINDS, Kind, Status
 from backend.limits import check_parent, check_run
 from backend.models import Artifact, Evaluation, Run, RunLog
@@ -183,6 +183,7 @@ def resume_run(run_id: RunPath, s: SessionDep, app: CeleryDep) -> Run:
 def delete_run(run_id: RunPath, s: SessionDep, cfg: SettingsDep) -> Response:
     """Delete a finished run with its metrics, logs, evaluations and files (not the datasets it made)."""
     crud.delete_run(s, get_run(s, run_id), cfg.artifacts)
+    forget_ui_files(cfg, "runs", run_id)  # the UI's copies of its files go before the client hears of it
     return Response(status_code=204)
 
 
