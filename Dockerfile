@@ -20,7 +20,7 @@ COPY models models
 COPY workers workers
 COPY backend backend
 COPY frontend frontend
-RUN pip install --no-cache-dir ".[cluster]"
+RUN pip install --no-cache-dir ".[cluster,lerobot]" && pip install --no-cache-dir --no-deps "lerobot-dataset==0.4.4"
 
 EXPOSE 8000 5555
 CMD ["vlarft", "api", "--host", "0.0.0.0", "--port", "8000"]

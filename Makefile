@@ -44,7 +44,8 @@ $(PY):
 # torch first: the local CPU wheel. An existing torch (e.g. a CUDA build) is kept.
 $(STAMP): pyproject.toml | $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[test,cluster]"
+	$(PIP) install -q -e ".[test,cluster,lerobot]"
+	$(PIP) install -q --no-deps "lerobot-dataset==0.4.4"
 	@touch $(STAMP)
 
 venv: $(STAMP)

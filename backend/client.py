@@ -22,6 +22,7 @@ import httpx
 from pydantic import ValidationError
 
 from backend.kinds import ACTIVE as ACTIVE  # re-exported for the UI
+from backend.kinds import KINDS as KINDS
 from backend.kinds import TERMINAL
 from backend.params import (
     CollectParams,
@@ -49,6 +50,8 @@ from backend.schemas import (
     Page,
     PerturbationsOut,
     RunOut,
+    RunPage,
+    RunSummary,
     TasksOut,
     Version,
 )
@@ -83,6 +86,7 @@ class StudioClient:
         self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
         self.http.headers.update(headers)
         self.prefix = "/api/v1"
+        self._etags: dict[tuple[str, str], tuple[str, Any]] = {}  # the last ETag and answer of each polled URL
 
     def close(self) -> None:
         self.http.close()
@@ -107,6 +111,21 @@ class StudioClient:
 
     def _json(self, method: str, path: str, **kwargs) -> Any:
         return self._request(method, path, **kwargs).json()
+
+    def _cached_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET with If-None-Match: an unchanged answer (304) costs the server no body and us no parse."""
+        key = (path, repr(sorted((params or {}).items())))
+        held = self._etags.get(key)
+        r = self._request("GET", path, params=params, headers={"If-None-Match": held[0]} if held else None)
+        if r.status_code == 304 and held is not None:
+            return held[1]
+        parsed = r.json()
+        tag = r.headers.get("etag")
+        if tag:
+            if len(self._etags) >= 256:  # polling touches few URLs; a long-lived client must not grow without end
+                self._etags.clear()
+            self._etags[key] = (tag, parsed)
+        return parsed
 
     # Health ------------------------------------------------------------------------------------
     def health(self) -> Health:
@@ -194,10 +213,11 @@ class StudioClient:
         return RunOut.model_validate(self._json("POST", "/imagine", json=body, params={"name": name} if name else {}))
 
     def run(self, run_id: int) -> RunOut:
-        return RunOut.model_validate(self._json("GET", f"/runs/{run_id}"))
+        return RunOut.model_validate(self._cached_json(f"/runs/{run_id}"))
 
-    def runs(self, kind: str | None = None, status: list[str] | str | None = None, parent_id: int | None = None,
-             limit: int = 50, offset: int = 0) -> Page[RunOut]:
+    @staticmethod
+    def _run_query(kind: str | None, status: list[str] | str | None, parent_id: int | None, limit: int, offset: int,
+                   count: bool) -> dict[str, Any]:
         q: dict[str, Any] = {"limit": limit, "offset": offset}
         if kind:
             q["kind"] = kind
@@ -205,7 +225,22 @@ class StudioClient:
             q["status"] = [status] if isinstance(status, str) else list(status)
         if parent_id is not None:
             q["parent_id"] = parent_id
-        return Page[RunOut].model_validate(self._json("GET", "/runs", params=q))
+        if count:
+            q["count"] = "true"
+        return q
+
+    def runs(self, kind: str | None = None, status: list[str] | str | None = None, parent_id: int | None = None,
+             limit: int = 50, offset: int = 0, count: bool = False) -> RunPage[RunOut]:
+        """Runs newest first, every field. `total` is None unless `count` or this page reaches the last run."""
+        q = self._run_query(kind, status, parent_id, limit, offset, count)
+        return RunPage[RunOut].model_validate(self._cached_json("/runs", params=q))
+
+    def run_summaries(self, kind: str | None = None, status: list[str] | str | None = None,
+                      parent_id: int | None = None, limit: int = 50, offset: int = 0,
+                      count: bool = False) -> RunPage[RunSummary]:
+        """As `runs`, without each run's `params` and `result` (what a table of runs shows; far smaller)."""
+        q = {**self._run_query(kind, status, parent_id, limit, offset, count), "fields": "summary"}
+        return RunPage[RunSummary].model_validate(self._cached_json("/runs", params=q))
 
     def cancel(self, run_id: int) -> RunOut:
         return RunOut.model_validate(self._json("POST", f"/runs/{run_id}/cancel"))
@@ -273,6 +308,20 @@ class StudioClient:
             files = {"file": (Path(path).name, f, "application/x-hdf5")}
             return DatasetOut.model_validate(self._json("POST", "/datasets", files=files, data={"name": name},
                                                         timeout=None))
+
+    def import_dataset(self, path: str | os.PathLike, name: str | None = None, image_size: int = 64,
+                       camera: str | None = None) -> RunOut:
+        """Import a LeRobot dataset (a .zip, .tar or .tar.gz of its folder) or a LIBERO .hdf5 file: an `import`
+        run converts it; when the run succeeds, `result["dataset_id"]` is the new dataset (its run_id is the run).
+        `wait(run.id)` follows it."""
+        form: dict[str, Any] = {"image_size": str(image_size)}
+        if name:
+            form["name"] = name
+        if camera:
+            form["camera"] = camera
+        with open(path, "rb") as f:
+            files = {"file": (Path(path).name, f, "application/octet-stream")}
+            return RunOut.model_validate(self._json("POST", "/datasets/import", files=files, data=form, timeout=None))
 
     def delete_dataset(self, dataset_id: int) -> None:
         self._request("DELETE", f"/datasets/{dataset_id}")

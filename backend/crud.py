@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 
 from celery import Celery
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import JSON, Row, Text, cast, delete, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 from starlette.exceptions import HTTPException
 
 from backend.celery_app import BrokerUnavailable, new_task_id, revoke, send
@@ -180,6 +181,40 @@ def metrics_after_id(s: Session, run_id: int, after_id: int, names: list[str] | 
     if names:
         q = q.where(Metric.name.in_(names))
     return list(s.scalars(q.order_by(Metric.id).limit(limit)))
+
+
+# The read path of GET /runs and GET /runs/{id}: plain rows of the asked-for columns, no ORM objects; the JSON
+# columns come back as the text the database holds, to be embedded in the answer without a parse.
+def _run_column(name: str) -> ColumnElement:
+    col = Run.__table__.c[name]
+    return cast(col, Text).label(name) if isinstance(col.type, JSON) else col
+
+
+def _run_filters(kind: str | None, statuses: list[str] | None, parent_id: int | None) -> list[ColumnElement]:
+    where = []
+    if kind:
+        where.append(Run.kind == kind)
+    if statuses:
+        where.append(Run.status.in_(statuses))
+    if parent_id is not None:
+        where.append(Run.parent_id == parent_id)
+    return where
+
+
+def run_rows(s: Session, fields: tuple[str, ...], kind: str | None = None, statuses: list[str] | None = None,
+             parent_id: int | None = None, limit: int = 50, offset: int = 0) -> list[Row]:
+    """The runs that match, newest first, as rows of `fields` (JSON columns as their stored text)."""
+    q = select(*(_run_column(f) for f in fields)).where(*_run_filters(kind, statuses, parent_id))
+    return list(s.execute(q.order_by(Run.id.desc()).limit(limit).offset(offset)))
+
+
+def run_row(s: Session, run_id: int, fields: tuple[str, ...]) -> Row | None:
+    return s.execute(select(*(_run_column(f) for f in fields)).where(Run.id == run_id)).first()
+
+
+def count_runs(s: Session, kind: str | None = None, statuses: list[str] | None = None,
+               parent_id: int | None = None) -> int:
+    return s.scalar(select(func.count()).select_from(Run).where(*_run_filters(kind, statuses, parent_id))) or 0
 
 
 def count(s: Session, q) -> int:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-KINDS = ("collect", "train_wm", "train_policy", "train_reward", "rft", "evaluate", "wm_eval", "pipeline", "imagine")
+KINDS = ("collect", "train_wm", "train_policy", "train_reward", "rft", "evaluate", "wm_eval", "pipeline", "imagine",
+         "import")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled")

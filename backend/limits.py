@@ -13,11 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
+from backend.kinds import ACTIVE
 from backend.models import Dataset, Run
 from backend.params import (
     CollectParams,
     EvaluateParams,
     ImagineParams,
+    ImportParams,
     Params,
     RFTParams,
     TrainParams,
@@ -182,6 +184,14 @@ def check_run(s: Session, settings: Settings, kind: str, p: Params, loc: Loc = (
         if frames > available_memory() // 2:
             errors.append(_err((*loc, "videos_per_cell"), f"too big for this machine: the recorded episodes need up "
                                f"to {human(frames)} of memory, {human(available_memory())} available"))
+    elif isinstance(p, ImportParams):
+        if not (art / "uploads" / p.upload).is_file():
+            errors.append(_err((*loc, "upload"), "no such upload: send the file to POST /api/v1/datasets/import"))
+        elif any((r.params or {}).get("upload") == p.upload for r in s.scalars(
+                select(Run).where(Run.kind == "import", Run.status.in_(ACTIVE)))):
+            errors.append(_err((*loc, "upload"), "another import run is converting this upload"))
+        if p.dataset_name and s.scalar(select(Dataset.id).where(Dataset.name == p.dataset_name)):
+            errors.append(_err((*loc, "dataset_name"), f"a dataset named {p.dataset_name!r} exists"))
     elif isinstance(p, ImagineParams):
         if p.world_model:
             ref(p.world_model, "world_model", (*loc, "world_model"))

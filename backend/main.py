@@ -18,10 +18,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend import __version__
+from backend import __version__, offline_docs
 from backend.api import errors
 from backend.api.deps import SESSION_COOKIE, bearer_of, new_session, require_token, session_valid, token_problem
 from backend.api.routes import catalog, datasets, health, runs
@@ -47,10 +48,12 @@ LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
 UPLOAD_ENVELOPE = 1 << 20  # room for the multipart envelope around an uploaded file
 # Open without the token; every other path needs it (deny by default).
-PUBLIC_PATHS = frozenset({f"{API_PREFIX}/health", f"{API_PREFIX}/version", f"{API_PREFIX}/openapi.json", "/docs",
-                          "/docs/oauth2-redirect", "/", "/favicon.ico", LOGIN_PATH, LOGOUT_PATH})
+PUBLIC_PATHS = frozenset({f"{API_PREFIX}/health", f"{API_PREFIX}/version", f"{API_PREFIX}/openapi.json",
+                          *offline_docs.PUBLIC, "/", "/favicon.ico", LOGIN_PATH, LOGOUT_PATH})
+# Not gzipped: already compressed, or downloads whose bytes (and Range requests) must stay as stored.
+NO_GZIP = (*DEFAULT_EXCLUDED_CONTENT_TYPES, "application/octet-stream", "application/x-hdf5", "application/x-hdf")
 # The only bodies allowed past max_json_bytes: dataset files (the API's and the UI's upload).
-UPLOAD_PATHS = frozenset({f"{API_PREFIX}/datasets", f"{UI_PATH}/gradio_api/upload"})
+UPLOAD_PATHS = frozenset({f"{API_PREFIX}/datasets", f"{API_PREFIX}/datasets/import", f"{UI_PATH}/gradio_api/upload"})
 
 
 class BodyTooLarge(HTTPException):
@@ -112,7 +115,8 @@ class Gate:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
         elif under_ui and scope["method"] in ("GET", "HEAD") and path in (UI_PATH, UI_PATH + "/"):
-            await RedirectResponse(LOGIN_PATH, status_code=303)(scope, receive, send)
+            await RedirectResponse(LOGIN_PATH + kept_query(scope.get("query_string", b"").decode("latin-1")),
+                                   status_code=303)(scope, receive, send)
         else:
             await _reply(401, problem, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
         return None
@@ -177,9 +181,19 @@ color:#fff;font-size:1em;cursor:pointer}} .vr-error{{margin-top:14px;color:#b91c
 </body></html>"""
 
 
-def _login_page(notice: str = "", status: int = 200) -> HTMLResponse:
+def kept_query(query: str) -> str:
+    """The part of the UI's address that survives signing in: `?run=<id>` (digits only, so never a redirect
+    elsewhere), or nothing."""
+    try:
+        run = (parse_qs(query, max_num_fields=10).get("run") or [""])[0]
+    except ValueError:  # more fields than any address of the UI has
+        return ""
+    return f"?run={run}" if run.isdigit() and len(run) <= 10 else ""
+
+
+def _login_page(notice: str = "", status: int = 200, query: str = "") -> HTMLResponse:
     box = f'<div class="vr-error">{escape(notice)}</div>' if notice else ""
-    return HTMLResponse(LOGIN_HTML.format(action=LOGIN_PATH, notice=box), status_code=status,
+    return HTMLResponse(LOGIN_HTML.format(action=LOGIN_PATH + kept_query(query), notice=box), status_code=status,
                         headers={"Cache-Control": "no-store"})
 
 
@@ -207,13 +221,13 @@ def _add_login(app: FastAPI, settings: Settings) -> None:
     throttle = _Throttle()
 
     def home(request: Request) -> str:
-        return UI_PATH + "/" if request.app.state.ui else "/docs"
+        return UI_PATH + "/" + kept_query(request.url.query) if request.app.state.ui else "/docs"
 
     @app.get(LOGIN_PATH, include_in_schema=False, response_model=None)
     def login_page(request: Request) -> Response:
         if settings.token is None or session_valid(settings, request.cookies.get(SESSION_COOKIE)):
             return RedirectResponse(home(request), status_code=303)
-        return _login_page()
+        return _login_page(query=request.url.query)
 
     @app.post(LOGIN_PATH, include_in_schema=False, response_model=None)
     async def login(request: Request) -> Response:
@@ -221,15 +235,15 @@ def _add_login(app: FastAPI, settings: Settings) -> None:
             return RedirectResponse(home(request), status_code=303)
         who = request.client.host if request.client else "?"
         if throttle.blocked(who):
-            return _login_page("too many failed sign-ins: wait a minute", 429)
+            return _login_page("too many failed sign-ins: wait a minute", 429, request.url.query)
         form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
         presented = (form.get("token") or [""])[0].strip()
         if not presented:
-            return _login_page("Enter the API token.", 401)
+            return _login_page("Enter the API token.", 401, request.url.query)
         problem = token_problem(settings, presented)
         if problem:
             throttle.fail(who)
-            return _login_page(f"{problem}: that is not this studio's API token", 401)
+            return _login_page(f"{problem}: that is not this studio's API token", 401, request.url.query)
         resp = RedirectResponse(home(request), status_code=303)
         resp.set_cookie(SESSION_COOKIE, new_session(settings), max_age=settings.session_ttl_s, path="/",
                         httponly=True, samesite="strict", secure=request.url.scheme == "https")
@@ -257,12 +271,15 @@ def create_app(settings: Settings | None = None, *, reaper: bool = True) -> Fast
                 await task
 
     app = FastAPI(title="VLA-RFT Studio API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", openapi_url=f"{API_PREFIX}/openapi.json")
+                  docs_url=None, redoc_url=None, openapi_url=f"{API_PREFIX}/openapi.json")
     app.state.settings = settings
     app.state.celery = make_celery(settings)
     app.state.ui = False
     errors.install(app)
-    app.add_middleware(Gate, settings=settings)
+    # level 1: a sixth of level 6's CPU for nearly the same size on JSON and the UI's HTML
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=1, exclude_content_types=NO_GZIP)
+    app.add_middleware(Gate, settings=settings)  # outermost: nothing runs before the token is checked
+    offline_docs.install(app, f"{API_PREFIX}/openapi.json", app.title)
     _add_login(app, settings)
     app.include_router(health.router, prefix=API_PREFIX)
     protected = [Depends(require_token)]

@@ -571,6 +571,40 @@ class ImagineParams(Params):
         return names[0]
 
 
+# An import's stored upload, named by POST /datasets/import: a random token and the kind of file.
+IMPORT_UPLOAD = r"^import-[0-9a-f]{32}\.(zip|tar|tar\.gz|hdf5)$"
+IMPORT_FORMATS = ("lerobot", "libero")
+
+
+class ImportParams(Params):
+    """A LeRobot dataset (an archive of its folder) or a LIBERO HDF5 file, converted into an episode file and
+    registered as a dataset. POST /datasets/import stores the upload and fills `upload`."""
+
+    upload: str = Field(pattern=IMPORT_UPLOAD, description="The stored upload (named by POST /datasets/import).")
+    format: Literal[IMPORT_FORMATS] = Field(  # type: ignore[valid-type]
+        description="lerobot: a .zip / .tar / .tar.gz of a LeRobot v3.0 dataset folder; libero: a LIBERO .hdf5 file.")
+    dataset_name: str | None = Field(None, pattern=NAME_PATTERN, description="Name of the dataset it creates.")
+    image_size: Literal[IMAGE_SIZES] = Field(  # type: ignore[valid-type]
+        64, description="Frame size in pixels after a centre crop and resize (square).")
+    camera: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$", description=(
+        "lerobot: the image feature to import (default: the first, alphabetically); libero has one camera."))
+
+    @field_validator("format")
+    @classmethod
+    def _format_of_the_upload(cls, v: str, info: ValidationInfo) -> str:
+        upload = info.data.get("upload")
+        if upload is not None and (v == "libero") != upload.endswith(".hdf5"):
+            raise ValueError("libero takes an .hdf5 upload, lerobot an archive (.zip, .tar, .tar.gz)")
+        return v
+
+    @field_validator("camera")
+    @classmethod
+    def _camera_only_for_lerobot(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("format") == "libero":
+            raise ValueError("applies only to lerobot (a LIBERO file has one camera, agentview)")
+        return v
+
+
 PARAMS: dict[Kind, type[Params]] = {
     "collect": CollectParams,
     "train_wm": TrainWMParams,
@@ -581,12 +615,13 @@ PARAMS: dict[Kind, type[Params]] = {
     "wm_eval": WMEvalParams,
     "pipeline": PipelineParams,
     "imagine": ImagineParams,
+    "import": ImportParams,
 }
 
 QUEUE_OF: dict[Kind, Queue] = {  # the Celery queue of each kind
     "collect": "sim", "evaluate": "sim",
     "train_wm": "train", "train_policy": "train", "rft": "train", "pipeline": "train", "imagine": "train",
-    "train_reward": "train", "wm_eval": "train",
+    "train_reward": "train", "wm_eval": "train", "import": "sim",
 }
 
 assert set(PARAMS) == set(QUEUE_OF) == set(KINDS), "every kind of run needs its params and its queue"

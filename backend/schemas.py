@@ -13,6 +13,7 @@ from backend.params import (
     CollectParams,
     EvaluateParams,
     ImagineParams,
+    ImportParams,
     PipelineParams,
     RFTParams,
     TrainParams,
@@ -41,16 +42,16 @@ class Page(Out, Generic[T]):
     offset: int
 
 
-class RunOut(Out):
+class RunSummary(Out):
+    """A run without its two JSON blobs (`params`, `result`): what a list of runs needs."""
+
     id: int
     kind: Kind
     name: str | None
     status: Status
-    params: dict[str, Any]
     progress: float
     message: str | None
     error: str | None
-    result: dict[str, Any] | None
     parent_id: int | None
     queue: str
     worker: str | None
@@ -64,6 +65,34 @@ class RunOut(Out):
     @property
     def done(self) -> bool:
         return self.status in TERMINAL
+
+
+class RunOut(RunSummary):
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+
+
+RUN_FIELDS: tuple[str, ...] = tuple(RunOut.model_fields)
+BLOB_FIELDS: tuple[str, ...] = ("params", "result")
+SUMMARY_FIELDS: tuple[str, ...] = tuple(RunSummary.model_fields)
+
+# An item of GET /runs: the fields that `fields=` asked for (every field by default), so each may be absent.
+RunItem = create_model(
+    "RunItem", __base__=Out, id=(int, ...),
+    **{name: (f.annotation | None, Field(None, description=f.description)) for name, f in RunOut.model_fields.items()
+       if name != "id"},
+)
+
+
+class RunPage(Out, Generic[T]):
+    """A page of runs, newest first. No count query unless asked for: `total` is exact when `count=true` or
+    when this page reaches the last run, otherwise null; `more` says whether runs follow this page."""
+
+    items: list[T]
+    total: int | None
+    more: bool
+    limit: int
+    offset: int
 
 
 # A row of the datasets table: id, name, origin, file, the statistics above (in their order), creation time.
@@ -91,6 +120,7 @@ class ArtifactOut(Out):
 class MetricSeries(BaseModel):
     steps: list[int]
     values: list[float | None]
+    times: list[float] = Field(default_factory=list, description="When each row was written (Unix seconds).")
 
 
 class MetricsOut(BaseModel):
@@ -217,8 +247,15 @@ class ImagineRun(RunCreateBase):
     params: ImagineParams
 
 
+class ImportRun(RunCreateBase):
+    """Normally created by POST /datasets/import, which stores the upload first."""
+
+    kind: Literal["import"]
+    params: ImportParams
+
+
 RUN_CREATE_TYPES = (CollectRun, TrainWMRun, TrainPolicyRun, TrainRewardRun, RFTRun, EvaluateRun, WMEvalRun,
-                    PipelineRun, ImagineRun)
+                    PipelineRun, ImagineRun, ImportRun)
 
 
 # Catalog (what the UI picks from) ------------------------------------------------------------

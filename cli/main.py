@@ -28,9 +28,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from cli import policy_cmds, reward_cmds, rft_cmds, sim_cmds, studio_cmds, wm_cmds
+    from cli import data_cmds, policy_cmds, reward_cmds, rft_cmds, sim_cmds, studio_cmds, wm_cmds
 
-    for module in (sim_cmds, wm_cmds, policy_cmds, rft_cmds, reward_cmds, studio_cmds):
+    for module in (sim_cmds, data_cmds, wm_cmds, policy_cmds, rft_cmds, reward_cmds, studio_cmds):
         module.register(app)
 
 

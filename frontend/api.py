@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from backend.client import StudioClient, StudioError
+from frontend.formcheck import FormError
 
 log = logging.getLogger("frontend")
 _clients: dict[tuple[str, str], StudioClient] = {}
@@ -60,6 +61,8 @@ def client_for(request: Any) -> StudioClient:
 
 def describe(exc: BaseException) -> str:
     """One readable line for anything that went wrong."""
+    if isinstance(exc, FormError):
+        return str(exc)
     if isinstance(exc, StudioError):
         if exc.status == 401:
             return f"Not signed in: {exc.message}. Reload the page and sign in with the studio's API token."
@@ -83,7 +86,7 @@ def guard(fail: Callable[[str], Any]) -> Callable:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
-                if not isinstance(exc, StudioError | httpx.HTTPError):
+                if not isinstance(exc, StudioError | httpx.HTTPError | FormError):
                     log.exception("UI handler %s failed", fn.__name__)
                 return fail(describe(exc))
 
@@ -101,7 +104,7 @@ def guard_gen(fail: Callable[[str], Any]) -> Callable:
             try:
                 yield from fn(*args, **kwargs)
             except Exception as exc:
-                if not isinstance(exc, StudioError | httpx.HTTPError):
+                if not isinstance(exc, StudioError | httpx.HTTPError | FormError):
                     log.exception("UI handler %s failed", fn.__name__)
                 yield fail(describe(exc))
 

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from frontend import render, tab_compare, tab_datasets, tab_playground, tab_runs
-from frontend.api import api_url, client, configure, guard, token_of
+from frontend.api import api_url, client, client_for, configure, guard, token_of
 from frontend.api import cache_dir as cache_dir_now
 from frontend.loaders import Loader
 
@@ -31,6 +31,9 @@ THEME = gr.themes.Default(
     font_mono=("ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"),
 )
 HEAD = '<meta name="robots" content="noindex">'
+FINISH_POLL_S = 5.0  # how often an open page asks whether a run has finished
+FINISHED = ("succeeded",)  # runs whose outputs (checkpoints, datasets) the pickers offer
+FINISHED_WATCHED = 20
 
 
 def build() -> gr.Blocks:
@@ -40,15 +43,20 @@ def build() -> gr.Blocks:
                         "rewards, judged in the MetaWorld simulator.")
             status = gr.HTML(elem_id="api-status")
         with gr.Tabs(visible=False, elem_id="main-tabs") as tabs:
-            with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
+            with gr.Tab("Runs", id="runs", elem_id="tab-runs") as runs_tab:
                 runs = tab_runs.build()
-            with gr.Tab("Playground", id="playground", elem_id="tab-playground"):
+            with gr.Tab("Playground", id="playground", elem_id="tab-playground") as playground_tab:
                 playground = tab_playground.build()
-            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_tab:
                 compare = tab_compare.build()
-            with gr.Tab("Datasets", id="datasets", elem_id="tab-datasets"):
+            with gr.Tab("Datasets", id="datasets", elem_id="tab-datasets") as datasets_tab:
                 datasets = tab_datasets.build()
         loaders: list[Loader] = [runs, playground, compare, datasets]
+        # opening a tab refreshes its pickers and lists: what a finished run made shows up without a click
+        for tab, ld in zip((runs_tab, playground_tab, compare_tab, datasets_tab), loaders, strict=True):
+            if ld.on_select is not None:
+                fn, inputs, outputs = ld.on_select
+                tab.select(fn, inputs, outputs, show_progress="hidden")
         fill_outputs = [o for ld in loaders for o in ld.outputs]
         no_fill = [gr.skip()] * len(fill_outputs)
 
@@ -68,7 +76,30 @@ def build() -> gr.Blocks:
                 c.runs(limit=1)  # the request's token works (401 → "Not signed in: ...")
             return (connection(version), gr.update(visible=True), *[v for ld in loaders for v in ld.fill(tok)])
 
-        demo.load(on_load, None, [status, tabs, *fill_outputs])
+        # a run that finishes while the page is open refreshes every tab's pickers and lists (one cheap
+        # summary request per tick; the client's ETag turns an unchanged answer into a 304)
+        finished = gr.Textbox("", visible="hidden", elem_id="finished-runs")  # in the DOM, so .change fires
+        watch = gr.Timer(FINISH_POLL_S, active=False)
+
+        def on_watch(last: str, request: gr.Request):
+            try:
+                runs = client_for(request).run_summaries(status=list(FINISHED), limit=FINISHED_WATCHED).items
+            except Exception:  # a dead API shows up in the tabs' own handlers, not in a poll
+                return gr.skip()
+            now = ",".join(f"{r.id}:{r.status}" for r in runs)
+            return gr.skip() if now == last else now
+
+        watch.tick(on_watch, finished, finished, show_progress="hidden", trigger_mode="once")
+        for ld in loaders:
+            if ld.on_select is not None:
+                fn, inputs, outputs = ld.on_select
+                finished.change(fn, inputs, outputs, show_progress="hidden")
+
+        loaded = demo.load(on_load, None, [status, tabs, *fill_outputs])
+        loaded.then(lambda: gr.Timer(active=True), None, watch)
+        for ld in loaders:  # then what the URL asks for (/ui/?run=12 opens run 12)
+            if ld.on_page_load is not None:
+                loaded.then(*ld.on_page_load)
     return demo
 
 

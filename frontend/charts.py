@@ -7,7 +7,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-# Series: {metric name: {"steps": [...], "values": [...]}} as the page accumulates them.
+# Series: {metric name: {"steps": [...], "values": [...], "times": [...]}} as the page accumulates them.
 Series = dict[str, dict[str, list]]
 COLORS = ("#1a73e8", "#e8710a", "#188038", "#c5221f", "#9334e6", "#12b5cb", "#e52592", "#7cb342")
 POLICY_COLORS = ("#9aa0a6", "#1a73e8", "#e8710a", "#188038")
@@ -58,6 +58,19 @@ def _clean(steps: list, values: list) -> tuple[list, list]:
     return [s for s, _ in keep], [v for _, v in keep]
 
 
+def _panel_layout(fig: go.Figure, k: int, row: int, col: int, max_step: float, log_y: bool = False) -> str:
+    """Axes of panel k in human numbers (1e-10, not "100p"; whole steps only) and the panel's own legend,
+    in its top-right corner; returns the legend's name for its traces."""
+    fig.update_yaxes(exponentformat="e", tickformat="~g", type="log" if log_y else None, row=row, col=col)
+    fig.update_xaxes(tickformat="d", dtick=1 if max_step <= 10 else None, row=row, col=col)
+    legend = "legend" if k == 0 else f"legend{k + 1}"
+    sub = fig.get_subplot(row, col)
+    x1, y1 = sub.xaxis.domain[1], sub.yaxis.domain[1]
+    fig.update_layout({legend: {"x": x1, "y": y1, "xanchor": "right", "yanchor": "top", "font": {"size": 10},
+                                "bgcolor": "rgba(255,255,255,0.7)", "bordercolor": "#dadce0", "borderwidth": 1}})
+    return legend
+
+
 def metrics_figure(series: Series, title: str = "") -> go.Figure:
     groups = panels(series)
     if not groups:
@@ -73,6 +86,8 @@ def metrics_figure(series: Series, title: str = "") -> go.Figure:
                         vertical_spacing=0.16 if rows > 1 else 0.1)
     for k, (panel, names) in enumerate(groups.items()):
         r, c = k // cols + 1, k % cols + 1
+        max_step = max((max(series[n]["steps"], default=0) for n in names), default=0)
+        legend = _panel_layout(fig, k, r, c, max_step)
         for j, name in enumerate(names):
             color = COLORS[j % len(COLORS)]
             x, y = _clean(series[name]["steps"], series[name]["values"])
@@ -86,16 +101,92 @@ def metrics_figure(series: Series, title: str = "") -> go.Figure:
                     lower = [mean[s] - sd[s] for s in band_x]
                     fig.add_trace(go.Scatter(x=band_x + band_x[::-1], y=upper + lower[::-1], fill="toself",
                                              mode="lines", fillcolor="rgba(26,115,232,0.18)", line={"width": 0},
-                                             name=f"{_prefix(name)}± std", hoverinfo="skip", showlegend=True),
-                                  row=r, col=c)
+                                             name=f"{_prefix(name)}± std", hoverinfo="skip", showlegend=True,
+                                             legend=legend), row=r, col=c)
             dash = "dash" if _leaf(name) == "heldout_imagined_success" else None
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 30 else "lines", name=name,
-                                     line={"color": color, "width": 2, "dash": dash}, marker={"size": 4}),
-                          row=r, col=c)
+                                     line={"color": color, "width": 2, "dash": dash}, marker={"size": 4},
+                                     legend=legend, hovertemplate="step %{x}: %{y:.4~g}<extra>%{fullData.name}"
+                                     "</extra>"), row=r, col=c)
         fig.update_xaxes(title_text="step", row=r, col=c)
     fig.update_layout(height=300 * rows + 40, template="plotly_white", title={"text": title, "x": 0.01},
-                      legend={"orientation": "h", "y": -0.12 if rows == 1 else -0.06},
                       margin={"l": 50, "r": 20, "t": 60, "b": 40})
+    return fig
+
+
+# Metrics explorer ---------------------------------------------------------------------------------
+
+def smooth(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average with the start-up bias removed (TensorBoard's smoothing); weight in [0, 1)."""
+    if weight <= 0:
+        return list(values)
+    out, acc, norm = [], 0.0, 0.0
+    for v in values:
+        acc = weight * acc + (1 - weight) * v
+        norm = weight * norm + (1 - weight)
+        out.append(acc / norm)
+    return out
+
+
+def flat_reward_warning(series: Series, last: int = 3) -> str:
+    """A warning when a GRPO run's groups stopped carrying a learning signal: the within-group reward spread
+    (`reward_group_std`) or the fraction of mixed groups (`mixed_fraction`) is about zero over its last rows."""
+    flat = []
+    for name, ser in series.items():
+        if _leaf(name) not in ("reward_group_std", "mixed_fraction"):
+            continue
+        _, y = _clean(ser["steps"], ser["values"])
+        if len(y) >= min(last, 2) and all(abs(v) < 1e-6 for v in y[-last:]):
+            flat.append(name)
+    if not flat:
+        return ""
+    return (f"{', '.join(flat)} ≈ 0 over the last {last} steps: every sample of a group got the same reward, so "
+            "the advantages are zero and GRPO has nothing to learn from.")
+
+
+def explore_figure(runs: dict[str, dict], names: list[str], smoothing: float = 0.0, log_y: bool = False,
+                   x_axis: str = "step") -> go.Figure:
+    """One panel per chosen series, each with its own legend, and one trace per run (overlay): `runs` maps a
+    run's label to its series (with `times` for the wall-time axis). Smoothed curves keep the raw ones faint."""
+    names = [n for n in names if any(n in ser for ser in runs.values())]
+    if not names:
+        fig = go.Figure()
+        fig.add_annotation(text="Pick series to plot (type to search their names).", showarrow=False,
+                           font={"size": 14, "color": "#5f6368"})
+        fig.update_layout(height=200, xaxis={"visible": False}, yaxis={"visible": False}, template="plotly_white")
+        return fig
+    fig = make_subplots(rows=len(names), cols=1, subplot_titles=names, vertical_spacing=min(0.3 / len(names), 0.08))
+    wall = x_axis == "wall time"
+    for k, name in enumerate(names):
+        row = k + 1
+        max_step = 0
+        legend = f"legend{k + 1}" if k else "legend"
+        for j, (label, ser) in enumerate(runs.items()):
+            if name not in ser:
+                continue
+            color = COLORS[j % len(COLORS)]
+            steps, values = ser[name]["steps"], ser[name]["values"]
+            if wall:
+                times = ser[name].get("times") or []
+                t0 = min((min(s.get("times") or [math.inf]) for s in ser.values()), default=0.0)
+                xs = [t - t0 for t in times] if len(times) == len(steps) else []
+            else:
+                xs = list(steps)
+            x, y = _clean(xs, values[: len(xs)])
+            if log_y:
+                x, y = [a for a, b in zip(x, y, strict=False) if b > 0], [b for b in y if b > 0]
+            max_step = max([max_step, *x]) if x and not wall else max_step
+            if smoothing > 0:
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"color": color, "width": 1}, opacity=0.25,
+                                         showlegend=False, hoverinfo="skip", legend=legend), row=row, col=1)
+            fig.add_trace(go.Scatter(x=x, y=smooth(y, smoothing), mode="lines+markers" if len(x) < 30 else "lines",
+                                     name=label, line={"color": color, "width": 2}, marker={"size": 4}, legend=legend,
+                                     hovertemplate=("%{x:.1f} s" if wall else "step %{x}") + ": %{y:.4~g}"
+                                     "<extra>%{fullData.name}</extra>"), row=row, col=1)
+        _panel_layout(fig, k, row, 1, max_step if not wall else 1e9, log_y)
+        fig.update_xaxes(title_text="seconds since the run's first row" if wall else "step", row=row, col=1)
+    fig.update_layout(height=260 * len(names) + 60, template="plotly_white",
+                      margin={"l": 60, "r": 20, "t": 50, "b": 40})
     return fig
 
 

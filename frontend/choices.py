@@ -1,15 +1,18 @@
-"""Dropdown choices the tabs share: trained checkpoints (as model references), tasks, perturbations."""
+"""Dropdown choices the tabs share: trained checkpoints (as model references, shown by their one name,
+frontend.names.artifact_name), sensible defaults, and a refresh that never overrides a user's own pick."""
 
 from __future__ import annotations
 
-from backend.client import CheckpointOut, StudioClient
+from typing import Any
 
-EXPERT = ("scripted expert (MetaWorld)", "expert")
+from backend.client import CheckpointOut, StudioClient
+from frontend.names import EXPERT_NAME, EXPERT_REF, artifact_name
+
+EXPERT = (EXPERT_NAME, EXPERT_REF)
 
 
 def checkpoint_label(cp: CheckpointOut) -> str:
-    run = f"run #{cp.run_id} {cp.run_kind}" + (f" “{cp.run_name}”" if cp.run_name else "")
-    return f"{cp.name} · {run} · {cp.updated_at:%m-%d %H:%M}"
+    return artifact_name(cp)
 
 
 def checkpoints(c: StudioClient, kind: str) -> list[tuple[str, str]]:
@@ -29,3 +32,19 @@ def guess_pair(cps: list[CheckpointOut]) -> tuple[str | None, str | None]:
     if tuned is None and rest:
         tuned = next((cp for cp in rest if cp is not base), None)
     return (base.ref if base else None), (tuned.ref if tuned else None)
+
+
+def keep_or_default(current: Any, auto: Any, choices: list[tuple[str, Any]], default: Any) -> Any:
+    """The value a refreshed dropdown shows: the user's own pick while it is still offered, else the new
+    default. A value the page set itself (`auto`, the previous default) is replaced by the newer default."""
+    offered = {v for _, v in choices}
+    if current not in (None, "", auto) and current in offered:
+        return current
+    return default
+
+
+def picker(name: str, choices: list[tuple[str, Any]], default: Any, current: dict, auto: dict) -> dict:
+    """gr.update kwargs for dropdown `name`, recording the default the page chose in `auto`."""
+    value = keep_or_default(current.get(name), auto.get(name), choices, default)
+    auto[name] = default
+    return {"choices": choices, "value": value}

@@ -1,4 +1,5 @@
-"""What each tab fills in when the page loads, with the token of the request that loaded it."""
+"""What each tab fills in when the page loads (with the token of the request that loaded it), what it
+refreshes when the tab is opened, and what it does with the page's URL (e.g. /ui/?run=12)."""
 
 from __future__ import annotations
 
@@ -11,3 +12,7 @@ from typing import Any
 class Loader:
     outputs: list = field(default_factory=list)  # Gradio components
     fill: Callable[[str], list[Any]] = lambda _token: []  # token -> one value per output
+    # (handler, inputs, outputs) run when the tab is selected: pickers stay current without a "refresh"
+    on_select: tuple[Callable, list, list] | None = None
+    # (handler, inputs, outputs) run once the page has loaded (reads gr.Request.query_params)
+    on_page_load: tuple[Callable, list, list] | None = None

@@ -104,13 +104,17 @@ def runs_table(runs: Iterable[RunOut], selected: int | None = None) -> str:
     return f'<table class="vr-table vr-runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def run_header(run: RunOut) -> str:
+def run_header(run: RunOut, left: str = "") -> str:
+    """The run page's head: title, status, progress, time left, and the run's own URL (/ui/?run=<id>)."""
     parts = [
-        f'<div class="vr-run-head"><h3>Run {escape(run_title(run))}</h3>{badge(run.status)}</div>',
+        f'<div class="vr-run-head"><h3>Run {escape(run_title(run))}</h3>{badge(run.status)}'
+        f'<a class="vr-permalink" href="?run={run.id}" title="this run\'s own address: bookmark or share it">'
+        f'link: ?run={run.id}</a></div>',
         progress_bar(run.progress, run.message or ""),
         f'<div class="vr-msg">{escape(run.message or "")}</div>',
         '<div class="vr-facts">'
         f"<span>duration <b>{human_seconds(duration(run))}</b></span>"
+        + (f"<span><b>{escape(left)}</b></span>" if left else "") +
         f"<span>parent <b>{'#' + str(run.parent_id) if run.parent_id else '–'}</b></span>"
         f"<span>queue <b>{escape(run.queue)}</b></span>"
         f"<span>attempt <b>{run.attempt}</b></span>"
@@ -140,11 +144,13 @@ def datasets_table(items: list[DatasetOut], selected: int | None = None) -> str:
     for d in items:
         sel = ' class="vr-selected"' if d.id == selected else ""
         tasks = ", ".join(f"{escape(t)} ×{n}" for t, n in d.tasks.items())
+        made_by = f'<a href="?run={d.run_id}" class="vr-run-link">run #{d.run_id}</a>' if d.run_id else "–"
         rows.append(f'<tr data-dataset="{d.id}"{sel}><td>#{d.id}</td><td>{escape(d.name)}</td><td>{escape(d.source)}'
-                    f"</td><td>{d.episodes}</td><td>{d.steps}</td><td>{tasks}</td><td>{d.image_size}px "
-                    f"{escape(d.camera)}</td><td>{100 * d.success_rate:.0f}%</td><td>{human_bytes(d.size)}</td></tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("id", "name", "source", "episodes", "steps", "tasks", "frames",
-                                             "success", "size"))
+                    f"</td><td>{made_by}</td><td>{d.episodes}</td><td>{d.steps}</td><td>{tasks}</td>"
+                    f"<td>{d.image_size}px {escape(d.camera)}</td><td>{100 * d.success_rate:.0f}%</td>"
+                    f"<td>{human_bytes(d.size)}</td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("id", "name", "source", "made by", "episodes", "steps", "tasks",
+                                             "frames", "success", "size"))
     return f'<table class="vr-table vr-datasets"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
@@ -196,4 +202,11 @@ CSS = """
 .vr-run-head h3 { margin: 0; }
 .vr-facts { display: flex; gap: 18px; font-size: 13px; color: #3c4043; margin: 4px 0 8px; flex-wrap: wrap; }
 .vr-cell { font-size: 13px; padding: 2px 4px; }
+.vr-permalink { font-size: 13px; margin-left: auto; }
+.vr-win { color: #188038; } .vr-loss { color: #c5221f; }
+.vr-table tr[data-episode] td:last-child { color: #1a73e8; font-weight: 600; }
+.vr-player { display: flex; gap: 12px; align-items: center; padding: 6px 0; flex-wrap: wrap; }
+.vr-player input[type=range] { flex: 1; min-width: 240px; }
+.vr-play { padding: 4px 12px; border-radius: 6px; border: 1px solid #1a73e8; background: #e8f0fe; cursor: pointer; }
+.vr-step { font-variant-numeric: tabular-nums; font-weight: 600; min-width: 110px; }
 """

@@ -9,11 +9,13 @@ import time
 
 import gradio as gr
 
-from backend.client import RunOut, StudioClient
-from frontend import charts, render
+from backend.client import CompareParams, RunOut, StudioClient
+from frontend import charts, estimates, render
 from frontend.api import cached_artifact, client, client_for, guard, guard_gen
-from frontend.choices import EXPERT, checkpoint_label, checkpoints, guess_pair
+from frontend.choices import EXPERT, checkpoint_label, checkpoints, guess_pair, picker
+from frontend.formcheck import whole
 from frontend.loaders import Loader
+from frontend.names import names_by_ref, ref_name
 
 MAX_VIDEOS = 6
 POLL_S = 1.0
@@ -92,10 +94,11 @@ def build() -> Loader:
         tasks = gr.Dropdown([], multiselect=True, label="Tasks (or a preset)", elem_id="cmp-tasks", scale=2)
         perts = gr.CheckboxGroup([], label="Perturbations", elem_id="cmp-perts", scale=3)
     with gr.Row():
-        episodes = gr.Slider(1, 100, 5, step=1, label="Episodes per task and perturbation", elem_id="cmp-episodes")
-        max_steps = gr.Slider(20, 500, 200, step=10, label="Max steps per episode", elem_id="cmp-steps")
-        seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="cmp-seed")
-        per_cell = gr.Slider(0, 5, 1, step=1, label="Videos per cell", elem_id="cmp-videos")
+        episodes = gr.Number(5, label="Episodes per task and perturbation", precision=0, elem_id="cmp-episodes")
+        max_steps = gr.Number(200, label="Max steps per episode", precision=0, elem_id="cmp-steps")
+        seed = gr.Number(0, label="Seed", precision=0, elem_id="cmp-seed")
+        per_cell = gr.Number(1, label="Videos per cell", precision=0, elem_id="cmp-videos")
+    estimate = gr.HTML(elem_id="cmp-estimate")
     with gr.Row():
         refresh = gr.Button("Refresh lists", size="sm", elem_id="cmp-refresh")
         go = gr.Button("Run comparison", variant="primary", elem_id="cmp-go")
@@ -139,33 +142,46 @@ def build() -> Loader:
         return [(f"#{r.id} {r.name or ' vs '.join(r.params.get('policies', []))}", r.id) for r in runs
                 if len(r.params.get("policies", [])) == 2]
 
-    def lists(c: StudioClient):
-        cat = c.tasks()
-        pert = c.perturbations()
+    auto = gr.State({})  # the defaults the page picked itself (a refresh may replace those, not the user's)
+
+    def pickers(c: StudioClient, current: dict, auto_v: dict) -> list:
+        """Policy A: the newest base policy; B: the newest fine-tuned one; the newest world and reward models.
+        A pick of the user's stays while it exists."""
         cps = c.checkpoints(kind="policy")
         choices = [EXPERT] + [(checkpoint_label(cp), cp.ref) for cp in cps]
         base, tuned = guess_pair(cps)
+        wms, rms = checkpoints(c, "world_model"), checkpoints(c, "reward_model")
+        auto_v = dict(auto_v)
+        return [gr.update(**picker("a", choices, base or "expert", current, auto_v)),
+                gr.update(**picker("b", choices, tuned, current, auto_v)),
+                gr.update(choices=comparisons(c)),
+                gr.update(**picker("wm", wms, wms[0][1] if wms else None, current, auto_v)),
+                gr.update(**picker("rm", rms, rms[0][1] if rms else None, current, auto_v)), auto_v]
+
+    def lists(c: StudioClient):
+        cat = c.tasks()
+        pert = c.perturbations()
         task_choices = [(f"preset: {k} ({len(v)} tasks)", k) for k, v in cat.presets.items()] + \
             [(t.name, t.name) for t in cat.tasks]
-        wms, rms = checkpoints(c, "world_model"), checkpoints(c, "reward_model")
-        return (cat.presets, gr.update(choices=choices, value=base or "expert"),
-                gr.update(choices=choices, value=tuned), gr.update(choices=task_choices, value=["smoke"]),
-                gr.update(choices=pert.suite, value=pert.suite), gr.update(choices=comparisons(c), value=None),
-                gr.update(choices=wms, value=wms[0][1] if wms else None),
-                gr.update(choices=rms, value=rms[0][1] if rms else None))
+        a_u, b_u, earlier_u, wm_u, rm_u, auto_v = pickers(c, {}, {})
+        return (cat.presets, a_u, b_u, gr.update(choices=task_choices, value=["smoke"]),
+                gr.update(choices=pert.suite, value=pert.suite), earlier_u, wm_u, rm_u, auto_v)
 
-    list_outputs = [catalog, a, b, tasks, perts, earlier, wm, rm]
+    list_outputs = [catalog, a, b, tasks, perts, earlier, wm, rm, auto]
+    picker_inputs = [a, b, wm, rm, auto]
+    picker_outputs = [a, b, earlier, wm, rm, auto]
 
-    @guard(lambda msg: (*([gr.skip()] * len(list_outputs)), render.notice(msg)))
-    def on_refresh(request: gr.Request):
-        return (*lists(client_for(request)), "")
+    @guard(lambda msg: (*([gr.skip()] * len(picker_outputs)), render.notice(msg)))
+    def on_refresh(a_v, b_v, wm_v, rm_v, auto_v: dict, request: gr.Request):
+        current = {"a": a_v, "b": b_v, "wm": wm_v, "rm": rm_v}
+        return (*pickers(client_for(request), current, auto_v or {}), "")
 
-    refresh.click(on_refresh, None, [*list_outputs, notice])
+    refresh.click(on_refresh, picker_inputs, [*picker_outputs, notice])
 
     def show(c: StudioClient, run: RunOut) -> list:
         res = run.result or {}
-        known = {cp.ref: f"{cp.name} (run #{cp.run_id})" for cp in c.checkpoints(kind="policy")}
-        names = {ref: known.get(ref, ref) for ref in res.get("policies", [])}
+        known = names_by_ref(c.checkpoints(kind="policy"))
+        names = {ref: ref_name(ref, known) for ref in res.get("policies", [])}
         fig = charts.success_figure(charts.success_rows_from_compare(res), names)
         arts = {x.name: x for x in c.artifacts(run.id, kind="video")}
         shown = [v for v in order_videos(res.get("videos", [])) if v.get("artifact") in arts][:MAX_VIDEOS]
@@ -182,7 +198,9 @@ def build() -> Loader:
                 gr.update(choices=comparisons(c), value=run.id)]
 
     def progress_html(run: RunOut) -> str:
-        return (f'<div class="vr-facts"><span>run <b>#{run.id}</b></span>{render.badge(run.status)}</div>'
+        left = estimates.remaining_text(run)
+        return (f'<div class="vr-facts"><span>run <b>#{run.id}</b></span>{render.badge(run.status)}'
+                f'<span>{left}</span></div>'
                 + render.progress_bar(run.progress, run.message or "")
                 + f'<div class="vr-msg">{render.escape(run.message or "")}</div>')
 
@@ -210,11 +228,15 @@ def build() -> Loader:
         if not names or not perts_v:
             yield wm_fail("Pick at least one task and one perturbation.")
             return
+        eps_n = whole(eps, "Episodes per task and perturbation", CompareParams, "episodes")
+        steps_n = whole(steps, "Max steps per episode", CompareParams, "max_steps")
+        seed_n = whole(seed_v, "Seed", CompareParams, "seed")
         c = client_for(request)
-        short = {cp.ref: f"{cp.name} (run #{cp.run_id})" for cp in c.checkpoints(kind="policy")}
+        known = names_by_ref(c.checkpoints(kind="policy"))
+        short = {ref: ref_name(ref, known) for ref in policies}
         run = c.wm_eval(policies, wm_v, rm_v, name="imagined " + " vs ".join(short.get(x, x) for x in policies),
                         tasks=names[0] if len(names) == 1 else names, perturbations=list(perts_v),
-                        episodes=int(eps), max_steps=int(steps), seed=int(seed_v or 0), real=bool(real_v))
+                        episodes=eps_n, max_steps=steps_n, seed=seed_n, real=bool(real_v))
         yield (progress_html(run), "", gr.skip(), gr.skip())
         deadline = time.monotonic() + WAIT_S
         while not run.done and time.monotonic() < deadline:
@@ -244,12 +266,15 @@ def build() -> Loader:
         if not names:
             yield fail("Pick at least one task or preset.")
             return
+        eps_n = whole(eps, "Episodes per task and perturbation", CompareParams, "episodes")
+        steps_n = whole(steps, "Max steps per episode", CompareParams, "max_steps")
+        seed_n = whole(seed_v, "Seed", CompareParams, "seed")
+        per_cell_n = whole(per_cell_v, "Videos per cell", CompareParams, "videos_per_cell")
         c = client_for(request)
-        short = {cp.ref: f"{cp.name} (run #{cp.run_id})" for cp in c.checkpoints(kind="policy")}
-        run = c.compare(a_v, b_v, name=f"compare {short.get(a_v, a_v)} vs {short.get(b_v, b_v)}",
+        known = names_by_ref(c.checkpoints(kind="policy"))
+        run = c.compare(a_v, b_v, name=f"compare {ref_name(a_v, known)} vs {ref_name(b_v, known)}",
                         tasks=names[0] if len(names) == 1 else names, perturbations=list(perts_v),
-                        episodes=int(eps), max_steps=int(steps), seed=int(seed_v or 0),
-                        videos_per_cell=min(int(per_cell_v), int(eps)))
+                        episodes=eps_n, max_steps=steps_n, seed=seed_n, videos_per_cell=per_cell_n)
         yield (progress_html(run), "", *keep)
         deadline = time.monotonic() + WAIT_S
         while not run.done and time.monotonic() < deadline:
@@ -274,4 +299,17 @@ def build() -> Loader:
     open_btn.click(on_open, earlier, outputs)
     earlier.input(on_open, earlier, outputs)
 
-    return Loader(list_outputs, lambda tok: list(lists(client(tok))))
+    @guard(lambda msg: render.notice(msg, "warn"))
+    def on_estimate(tasks_v, perts_v, eps, presets, request: gr.Request):
+        n_tasks = len({t for n in (tasks_v or []) for t in presets.get(n, [n])})
+        eps_n = whole(eps, "Episodes per task and perturbation", CompareParams, "episodes")
+        total = 2 * n_tasks * len(perts_v or []) * eps_n
+        text = estimates.episodes_text(total, client_for(request), "evaluate")
+        return render.notice(f"Estimate: 2 policies × {n_tasks} tasks × {len(perts_v or [])} perturbations × "
+                             f"{eps_n} = {text}.", "info")
+
+    for control in (tasks, perts, episodes):
+        control.change(on_estimate, [tasks, perts, episodes, catalog], estimate, show_progress="hidden")
+
+    return Loader(list_outputs, lambda tok: list(lists(client(tok))),
+                  on_select=(on_refresh, picker_inputs, [*picker_outputs, notice]))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from backend.client import StudioClient
-from frontend import render
+from backend.client import CollectParams, StudioClient
+from frontend import estimates, import_panel, render
 from frontend.api import cached_episode_video, client, client_for, guard, guard_gen
+from frontend.formcheck import whole
 from frontend.loaders import Loader
 
 POLL_S = 0.5
@@ -27,14 +28,15 @@ def build() -> Loader:
             with gr.Row():
                 tasks = gr.Dropdown([], label="Tasks (a preset or task names)", multiselect=True,
                                     elem_id="ds-tasks", scale=2)
-                episodes = gr.Slider(1, 200, 3, step=1, label="Successful episodes per task", elem_id="ds-episodes")
+                episodes = gr.Number(3, label="Successful episodes per task", precision=0, elem_id="ds-episodes")
             with gr.Row():
                 pert = gr.Dropdown(["none"], value="none", label="Perturbation", elem_id="ds-pert")
                 noise = gr.Slider(0, 1, 0, step=0.05, label="Action noise", elem_id="ds-noise")
-                seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="ds-seed")
+                seed = gr.Number(0, label="Seed", precision=0, elem_id="ds-seed")
             with gr.Row():
                 keep = gr.Checkbox(False, label="Keep failed episodes", elem_id="ds-keep")
                 ds_name = gr.Textbox(label="Dataset name (optional)", elem_id="ds-name", max_length=100)
+            collect_estimate = gr.HTML(elem_id="ds-estimate")
             collect = gr.Button("Collect", variant="primary", elem_id="ds-collect")
             progress = gr.HTML(elem_id="ds-progress")
         with gr.Column():
@@ -44,6 +46,7 @@ def build() -> Loader:
             up_name = gr.Textbox(label="Name", elem_id="ds-upload-name", max_length=100,
                                  info="Letters, digits, '.', '_' and '-'; unique.")
             up_btn = gr.Button("Upload and validate", elem_id="ds-upload")
+            importer = import_panel.build()
     with gr.Row():
         gr.Markdown("#### Datasets  \nClick a row to browse its episodes.")
         refresh = gr.Button("Refresh", size="sm", elem_id="ds-refresh", scale=0)
@@ -84,15 +87,18 @@ def build() -> Loader:
         if not names:
             yield gr.skip(), render.notice("Pick at least one task or preset."), gr.skip()
             return
+        eps_n = whole(eps, "Successful episodes per task", CollectParams, "episodes")
+        seed_n = whole(seed_v, "Seed", CollectParams, "seed")
         c = client_for(request)
         presets = c.tasks().presets
         if len(names) > 1:
             names = list(dict.fromkeys(t for n in names for t in presets.get(n, [n])))
-        run = c.collect(tasks=names[0] if len(names) == 1 else names, episodes=int(eps), perturbation=pert_v or "none",
-                        action_noise=float(noise_v), seed=int(seed_v or 0), keep_failures=bool(keep_v),
+        run = c.collect(tasks=names[0] if len(names) == 1 else names, episodes=eps_n, perturbation=pert_v or "none",
+                        action_noise=float(noise_v), seed=seed_n, keep_failures=bool(keep_v),
                         dataset_name=(name_v or "").strip() or None)
         while True:
-            yield (f"<div class='vr-facts'><span>collect run <b>#{run.id}</b></span>{render.badge(run.status)}</div>"
+            yield (f"<div class='vr-facts'><span>collect run <b>#{run.id}</b></span>{render.badge(run.status)}"
+                   f"<span>{estimates.remaining_text(run)}</span></div>"
                    + render.progress_bar(run.progress, run.message or "")
                    + f"<div class='vr-msg'>{render.escape(run.message or '')}</div>", "", gr.skip())
             if run.done:
@@ -126,6 +132,7 @@ def build() -> Loader:
                 render.datasets_table(c.datasets(limit=100).items, selected))
 
     up_btn.click(on_upload, [upload, up_name, sel], [notice, table])
+    import_panel.wire(importer, notice, table, sel)
 
     # Browse -------------------------------------------------------------------------------------
     browse_outputs = [sel, browser, title, episodes_html, instruction, preview, table, notice]
@@ -171,4 +178,16 @@ def build() -> Loader:
 
     episodes_html.click(on_episode, sel, [episodes_html, instruction, preview, notice])
 
-    return Loader(list_outputs, lambda tok: list(lists(client(tok))))
+    @guard(lambda msg: render.notice(msg, "warn"))
+    def on_estimate(tasks_v, eps, request: gr.Request):
+        c = client_for(request)
+        presets = c.tasks().presets
+        n_tasks = len({t for n in (tasks_v or []) for t in presets.get(n, [n])})
+        eps_n = whole(eps, "Successful episodes per task", CollectParams, "episodes")
+        text = estimates.episodes_text(n_tasks * eps_n, c, "collect")
+        return render.notice(f"Estimate: {n_tasks} tasks × {eps_n} successful episodes = at least {text}.", "info")
+
+    for control in (tasks, episodes):
+        control.change(on_estimate, [tasks, episodes], collect_estimate, show_progress="hidden")
+
+    return Loader(list_outputs, lambda tok: list(lists(client(tok))), on_select=(on_refresh, sel, [table, notice]))

@@ -9,10 +9,11 @@ import time
 
 import gradio as gr
 
-from backend.client import RunOut, StudioClient
-from frontend import render
+from backend.client import ImagineParams, RunOut, StudioClient
+from frontend import player, render
 from frontend.api import cached_artifact, client, client_for, guard, guard_gen
-from frontend.choices import EXPERT, checkpoint_label, guess_pair
+from frontend.choices import EXPERT, checkpoint_label, guess_pair, picker
+from frontend.formcheck import whole
 from frontend.loaders import Loader
 
 POLICIES = ("base", "rft")
@@ -69,11 +70,11 @@ def build() -> Loader:
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             instruction = gr.Textbox(label="Instruction (free text)", lines=2, max_length=512,
-                                     elem_id="play-instruction")
+                                     elem_id="play-instruction",
+                                     info="Left empty, the task's own instruction is used (shown with the result).")
             with gr.Row():
                 task = gr.Dropdown([], label="Task (scene and start state)", elem_id="play-task", scale=3)
-                seed = gr.Number(0, label="Start seed", precision=0, minimum=0, maximum=2**31 - 1,
-                                 elem_id="play-seed", scale=1)
+                seed = gr.Number(0, label="Start seed", precision=0, elem_id="play-seed", scale=1)
             with gr.Accordion("Offsets from the seeded start (cm)", open=True):
                 with gr.Row():
                     ox = gr.Slider(-OFFSET_CM, OFFSET_CM, 0, step=0.5, label="object x", elem_id="play-ox")
@@ -103,58 +104,75 @@ def build() -> Loader:
             status = gr.HTML(elem_id="play-status")
     # the instruction the run used and, when a policy does not understand it, a warning next to the videos
     language = gr.HTML(elem_id="play-language")
+    # one play button and scrubber for the four clips, on one clock (frontend/player.py)
+    bar = gr.HTML("", elem_id="play-player", js_on_load=player.JS)
     videos: dict[tuple[str, str], gr.Video] = {}
     captions: dict[tuple[str, str], gr.HTML] = {}
-    for pol in POLICIES:
-        gr.HTML(f"<h4 style='margin:8px 0 0'>{POLICY_TITLES[pol]}</h4>")
-        with gr.Row(equal_height=True):
-            for src in SOURCES:
-                with gr.Column():
-                    videos[pol, src] = gr.Video(label=f"{POLICY_TITLES[pol]} · {SOURCE_TITLES[src]}",
-                                                elem_id=f"play-{pol}-{src}", autoplay=True, loop=True,
-                                                interactive=False, height=260)
-                    captions[pol, src] = gr.HTML(_caption(None), elem_id=f"play-{pol}-{src}-caption")
+    with gr.Column(elem_id="play-cells"):
+        for pol in POLICIES:
+            gr.HTML(f"<h4 style='margin:8px 0 0'>{POLICY_TITLES[pol]}</h4>")
+            with gr.Row(equal_height=True):
+                for src in SOURCES:
+                    with gr.Column():
+                        videos[pol, src] = gr.Video(label=f"{POLICY_TITLES[pol]} · {SOURCE_TITLES[src]}",
+                                                    elem_id=f"play-{pol}-{src}", autoplay=False, loop=False,
+                                                    interactive=False, height=260)
+                        captions[pol, src] = gr.HTML(_caption(None), elem_id=f"play-{pol}-{src}-caption")
     grid = gr.File(label="2×2 composite video", elem_id="play-grid", interactive=False, visible=False)
 
     cells = [(p, s) for p in POLICIES for s in SOURCES]
-    outputs = [status, notice, language, *[videos[k] for k in cells], *[captions[k] for k in cells], grid]
+    outputs = [status, notice, language, *[videos[k] for k in cells], *[captions[k] for k in cells], grid, bar]
+    auto = gr.State({})  # the defaults the page picked itself (a refresh may replace those, not the user's)
 
     # Lists --------------------------------------------------------------------------------------
-    def lists(c: StudioClient):
-        cat = c.tasks()
-        pert = c.perturbations()
+    def pickers(c: StudioClient, current: dict, auto: dict) -> list:
+        """The model pickers: the newest world model, the newest fine-tuned policy and its base by default;
+        a model the user picked stays picked while it exists."""
         wms = c.checkpoints(kind="world_model")
         rms = c.checkpoints(kind="reward_model")
         pols = c.checkpoints(kind="policy")
         pol_choices = [EXPERT] + [(checkpoint_label(cp), cp.ref) for cp in pols]
         b, t = guess_pair(pols)
+        auto = dict(auto)
+        return [gr.update(**picker("wm", [(checkpoint_label(cp), cp.ref) for cp in wms] + [NO_WM],
+                                   wms[0].ref if wms else NO_WM[1], current, auto)),
+                gr.update(**picker("rm", [NO_RM] + [(checkpoint_label(cp), cp.ref) for cp in rms], NO_RM[1],
+                                   current, auto)),
+                gr.update(**picker("base", pol_choices, b or "expert", current, auto)),
+                gr.update(**picker("tuned", pol_choices, t, current, auto)), auto]
+
+    def lists(c: StudioClient):
+        cat = c.tasks()
+        pert = c.perturbations()
         by_name = {t_.name: t_.model_dump() for t_ in cat.tasks}
         first = cat.presets.get("smoke", [cat.tasks[0].name])[0]
         mags = ", ".join(f"{fam} {v['minor'] * 100:g} / {v['major'] * 100:g} cm" for fam, v in pert.magnitudes.items())
         return (by_name, gr.update(choices=sorted(by_name), value=first), by_name[first]["instruction"],
-                gr.update(choices=[(checkpoint_label(cp), cp.ref) for cp in wms] + [NO_WM],
-                          value=wms[0].ref if wms else NO_WM[1]),
-                gr.update(choices=[NO_RM] + [(checkpoint_label(cp), cp.ref) for cp in rms], value=NO_RM[1]),
-                gr.update(choices=pol_choices, value=b or "expert"), gr.update(choices=pol_choices, value=t),
-                f"The perturbation suite moves (minor / major): {mags}.")
+                *pickers(c, {}, {}), f"The perturbation suite moves (minor / major): {mags}.")
 
-    list_outputs = [tasks_state, task, instruction, wm, rm, base, tuned, scale_md]
+    list_outputs = [tasks_state, task, instruction, wm, rm, base, tuned, auto, scale_md]
+    picker_outputs = [wm, rm, base, tuned, auto]
 
-    @guard(lambda msg: (*([gr.skip()] * len(list_outputs)), render.notice(msg)))
-    def on_refresh(request: gr.Request):
-        return (*lists(client_for(request)), "")
+    @guard(lambda msg: (*([gr.skip()] * len(picker_outputs)), render.notice(msg)))
+    def on_refresh(wm_v, rm_v, base_v, tuned_v, auto_v: dict, request: gr.Request):
+        current = {"wm": wm_v, "rm": rm_v, "base": base_v, "tuned": tuned_v}
+        return (*pickers(client_for(request), current, auto_v or {}), "")
 
-    refresh.click(on_refresh, None, [*list_outputs, notice])
+    picker_inputs = [wm, rm, base, tuned, auto]
+    refresh.click(on_refresh, picker_inputs, [*picker_outputs, notice])
 
-    def on_task(name: str, catalog: dict):
+    def on_task(name: str, typed: str, catalog: dict):
+        """The scene changes; a typed instruction stays (only a task's own instruction follows the task)."""
         spec = catalog.get(name)
         if not spec:
             return (gr.skip(),) * 5
         obj, goal = spec["has_object"], spec["has_goal"]
-        return (spec["instruction"], gr.update(interactive=obj), gr.update(interactive=obj),
+        own = {t["instruction"] for t in catalog.values()}
+        text = spec["instruction"] if not (typed or "").strip() or typed.strip() in own else gr.skip()
+        return (text, gr.update(interactive=obj), gr.update(interactive=obj),
                 gr.update(interactive=goal), gr.update(interactive=goal))
 
-    task.input(on_task, [task, tasks_state], [instruction, ox, oy, gx, gy])
+    task.input(on_task, [task, instruction, tasks_state], [instruction, ox, oy, gx, gy])
 
     # Imagine ------------------------------------------------------------------------------------
     def fail(msg: str):
@@ -169,15 +187,18 @@ def build() -> Loader:
         if not base_v or not tuned_v:
             yield fail("Pick a base and a fine-tuned policy.")
             return
+        seed_n = whole(seed_v, "Start seed", ImagineParams, "seed")
         c = client_for(request)
         no_wm = wm_v in (None, "", NO_WM[1])
         run = c.imagine(world_model=None if no_wm else wm_v,
                         reward_model=None if no_wm or rm_v in (None, "", NO_RM[1]) else rm_v,
                         policies={"base": base_v, "rft": tuned_v}, task=task_v,
-                        instruction=(instr or "").strip() or None, seed=int(seed_v or 0),
+                        instruction=(instr or "").strip() or None, seed=seed_n,
                         offsets=offsets_m(ox_v, oy_v, gx_v, gy_v, rx_v, ry_v, rz_v), horizon=int(hor),
                         max_steps=int(steps_v), name=f"playground: {(instr or task_v or '')[:60]}")
-        blank = [""] + [None] * 4 + [_caption(None)] * 4 + [gr.update(value=None, visible=False)]
+        used = (instr or "").strip() or f"the task's own instruction (empty box), for {task_v}"
+        blank = ([render.notice(f"Instruction: {used}", "info")] + [None] * 4 + [_caption(None)] * 4
+                 + [gr.update(value=None, visible=False), ""])
         yield (progress_html(run), "", *blank)
         deadline = time.monotonic() + WAIT_S
         while not run.done and time.monotonic() < deadline:
@@ -203,9 +224,13 @@ def build() -> Loader:
         caps = [_caption(by_cell.get(k)) for k in cells]
         grid_path = video(res.get("grid_video"))
         lang = render.instruction_check(res, POLICY_TITLES)
-        return [lang, *vids, *caps, gr.update(value=grid_path, visible=grid_path is not None)]
+        steps = {f"{POLICY_TITLES[p].split(' (')[0]} · {s.replace('_', ' ')}": int(by_cell[p, s].get("steps") or 0)
+                 for p, s in cells if (p, s) in by_cell and by_cell[p, s].get("video") in arts}
+        return [lang, *vids, *caps, gr.update(value=grid_path, visible=grid_path is not None),
+                player.controls(steps)]
 
     go.click(on_go, [instruction, task, seed, ox, oy, gx, gy, rx, ry, rz, wm, rm, base, tuned, horizon,
                      max_steps], outputs)
 
-    return Loader(list_outputs, lambda tok: list(lists(client(tok))))
+    return Loader(list_outputs, lambda tok: list(lists(client(tok))),
+                  on_select=(on_refresh, picker_inputs, [*picker_outputs, notice]))

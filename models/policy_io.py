@@ -20,7 +20,7 @@ from models.checkpoint import CheckpointError, load_checkpoint, load_into, read_
 from models.policy.config import PolicyConfig
 from models.policy.model import VLAPolicy
 from models.policy.text import InstructionEncoder, check_instruction
-from sim.episodes import EpisodeFile
+from sim.episodes import SIM_ACTION_DIM, SIM_PROPRIO_DIM, EpisodeFile, require_simulator
 from sim.evaluate import PolicySpec
 
 KIND = "policy"
@@ -94,6 +94,8 @@ def eval_spec(path: str | os.PathLike, noise_std: float = 0.0) -> PolicySpec:
     load_policy(folder)  # fail now with one line, not later inside a worker
     cfg = read_config(folder, KIND)
     policy = cfg["policy"]
+    require_simulator(int(policy.get("action_dim", SIM_ACTION_DIM)), int(policy.get("proprio_dim", SIM_PROPRIO_DIM)),
+                      f"policy {folder.name}")
     return PolicySpec(
         name=f"policy:{folder.name}" + (f"+noise{noise_std:g}" if noise_std else ""),
         factory="models.policy_io:build_sim_policy",

@@ -49,6 +49,7 @@ ARCH = "latent-success-classifier/1"
 @dataclass
 class RewardConfig:
     tasks: list[str] = field(default_factory=list)  # filled from the data: one logit per task
+    proprio_dim: int = 4  # filled from the world model (and its dataset)
     channels: int = 32
     hidden: int = 64
     steps: int = 1500
@@ -132,9 +133,10 @@ class SuccessClassifier(nn.Module):
             nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), nn.SiLU(),
             nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.SiLU(),
         )
-        self.head = nn.Sequential(nn.Linear(4 * c + 4, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, len(cfg.tasks)))
-        self.register_buffer("proprio_mean", torch.zeros(4))
-        self.register_buffer("proprio_std", torch.ones(4))
+        p = cfg.proprio_dim
+        self.head = nn.Sequential(nn.Linear(4 * c + p, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, len(cfg.tasks)))
+        self.register_buffer("proprio_mean", torch.zeros(p))
+        self.register_buffer("proprio_std", torch.ones(p))
 
     def task_index(self, tasks: list[str]) -> torch.Tensor:
         known = {t: i for i, t in enumerate(self.cfg.tasks)}
@@ -379,6 +381,12 @@ def train_reward_model(wm_path: str, dataset: str, out: str, preset: str = "cpu-
     hooks.progress(0.0, "reading episodes")
     episodes = read_episodes(dataset)
     cfg.tasks = sorted({e["task"] for e in episodes})
+    cfg.proprio_dim = wm.cfg.proprio_dim
+    shapes = {(e["proprio"].shape[-1], e["actions"].shape[-1]) for e in episodes}
+    if shapes != {(wm.cfg.proprio_dim, wm.cfg.action_dim)}:
+        got = ", ".join(f"{p}-D proprio and {a}-D actions" for p, a in sorted(shapes))
+        raise DatasetError(f"{dataset} has {got}; world model {wm_path} takes {wm.cfg.proprio_dim}-D proprio and "
+                           f"{wm.cfg.action_dim}-D actions")
     if not any(e["success"].any() for e in episodes):
         raise DatasetError(f"{dataset}: no episode succeeds, so there is nothing to learn success from")
     hooks.progress(0.02, "encoding and imagining episodes")

@@ -155,6 +155,7 @@ class SimulatorReward(RewardSource):
         from sim.episodes import EpisodeFile
 
         self.file = EpisodeFile(dataset)
+        self.file.require_sim_states("the simulator reward (--reward-source sim)")
         self.lam = lam
         self.envs: dict[str, SimEnv] = {}
         self._episodes: dict[int, Any] = {}

@@ -353,6 +353,11 @@ def train_rl(policy: str, out: str, world: str = "sim", steps: int | None = None
         torch.set_num_threads(cfg.threads)
     device = device_for(cfg.device)
     base_cfg = read_config(policy, "policy")
+    if world == "sim":
+        from sim.episodes import require_simulator
+
+        shapes = base_cfg.get("policy", {})
+        require_simulator(int(shapes.get("action_dim", 4)), int(shapes.get("proprio_dim", 4)), f"policy {policy}")
     out_dir = output_folder(out)
 
     state = load_train_state(out_dir) if resume else None

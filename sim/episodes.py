@@ -65,6 +65,24 @@ class DatasetError(InputError):
     """A dataset file is missing, unreadable, truncated, foreign or inconsistent."""
 
 
+# The one simulator attached: MetaWorld, 4-D actions (hand xyz + gripper) and 4-D proprio.
+SIM_ACTION_DIM = 4
+SIM_PROPRIO_DIM = 4
+
+
+class NoSimulatorError(InputError):
+    """The data or model does not come from the attached simulator (imported data, other action shapes)."""
+
+
+def require_simulator(action_dim: int, proprio_dim: int, what: str) -> None:
+    """Refuse simulator work for a model whose shapes are not MetaWorld's."""
+    if (action_dim, proprio_dim) != (SIM_ACTION_DIM, SIM_PROPRIO_DIM):
+        raise NoSimulatorError(
+            f"{what} has {action_dim}-D actions and {proprio_dim}-D proprio; no simulator is attached for that data "
+            f"(the studio's simulator is MetaWorld: {SIM_ACTION_DIM}-D actions, {SIM_PROPRIO_DIM}-D proprio). "
+            "Train and imagine with it, and measure its world model on held-out episodes of the same data (eval-wm)")
+
+
 @dataclass
 class Episode:
     task: str
@@ -322,6 +340,20 @@ class EpisodeFile:
             if k.endswith(("_rgb", "_image")):
                 return k
         raise DatasetError(f"no camera images in obs (keys: {', '.join(keys)})")
+
+    @property
+    def has_sim_states(self) -> bool:
+        """Episodes can be restored in the simulator: states stored, and not marked as imported data."""
+        if not bool(self.attrs.get("sim_states", True)):
+            return False
+        return "states" in self.h5["data"][self.keys[0]]
+
+    def require_sim_states(self, what: str) -> None:
+        if not self.has_sim_states:
+            source = self.attrs.get("source_format")
+            origin = f" (imported from {source})" if source else ""
+            raise NoSimulatorError(f"{what} needs simulator states, and {self.path}{origin} has none: no "
+                                   "simulator can be restored for its episodes")
 
     def _problem_language(self) -> str | None:
         info = self.attrs.get("problem_info")

@@ -311,10 +311,16 @@ def video_name(key: EpisodeKey, outcomes: list[str]) -> str:
 def write_side_by_side(folder: Path, key: EpisodeKey, episodes: dict[str, EpisodeResult],
                        labelled: bool = False) -> Path:
     """Recorded episodes of one start (policy name → episode) side by side, one alone as is; the file name
-    holds each outcome, with `labelled` prefixed by the policy's name."""
+    holds each outcome. `labelled`: the file name starts each outcome with its policy's name, and the picture
+    carries it (name, ✓/✗ and a step counter over each clip)."""
     from sim.video import side_by_side, write_mp4
 
     outcomes = [f"{n}-{outcome(r)}" if labelled else outcome(r) for n, r in episodes.items()]
+    if labelled:
+        from sim.video_labels import write_labelled_side_by_side
+
+        return write_labelled_side_by_side(Path(folder) / video_name(key, outcomes), {
+            n: (list(r.frames), bool(r.success)) for n, r in episodes.items() if r.frames is not None})
     clips = [list(r.frames) for r in episodes.values() if r.frames is not None]
     frames = side_by_side(*clips) if len(clips) > 1 else clips[0]
     return write_mp4(Path(folder) / video_name(key, outcomes), [np.asarray(f) for f in frames])

@@ -443,7 +443,8 @@ def test_queued_run_cancel_resume_delete_and_listing(stack, api):
     resumed = api.post(f"/api/v1/runs/{run['id']}/resume").json()
     assert resumed["status"] == "queued"
     api.post(f"/api/v1/runs/{run['id']}/cancel")
-    listing = api.get("/api/v1/runs", params={"kind": "collect", "status": ["cancelled"], "limit": 1}).json()
+    listing = api.get("/api/v1/runs", params={"kind": "collect", "status": ["cancelled"], "limit": 1,
+                                              "count": True}).json()
     assert listing["items"][0]["id"] == run["id"] and listing["limit"] == 1 and listing["total"] >= 1
     logs = [line["message"] for line in api.get(f"/api/v1/runs/{run['id']}/logs").json()["lines"]]
     assert logs[0].startswith("queued") and "resumed (was cancelled)" in logs

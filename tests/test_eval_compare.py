@@ -35,3 +35,7 @@ def test_compare_evaluates_every_policy_on_the_same_starts(tmp_path):
     assert path.name == f"reach-v3_none_0_a-{outcome}_b-{outcome}.mp4" and path.stat().st_size > 0
     alone = write_side_by_side(tmp_path, key, {"a": eps["a"]})
     assert alone.name == f"reach-v3_none_0_{outcome}.mp4"
+    import imageio.v3 as iio
+
+    labelled, plain = iio.imread(path, index=0), iio.imread(alone, index=0)
+    assert labelled.shape[0] > plain.shape[0]  # the name and step bars burnt in above and below the tiles

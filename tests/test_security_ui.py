@@ -48,7 +48,7 @@ def fn_index(http: httpx.Client, name: str) -> int:
 
 
 def runs_total(server: ApiServer) -> int:
-    return httpx.get(f"{server.url}/api/v1/runs", headers=AUTH, params={"limit": 1}).json()["total"]
+    return httpx.get(f"{server.url}/api/v1/runs", headers=AUTH, params={"limit": 1, "count": True}).json()["total"]
 
 
 def leaks(server: ApiServer, stack, text: str) -> list[str]:
@@ -85,6 +85,22 @@ def test_every_ui_route_needs_the_sign_in(server, stack):
         assert "secret results" not in r.text
     assert anon.get("/api/v1/runs").status_code == 401
     assert anon.get("/api/v1/health").status_code == 200  # still open, as documented
+
+
+def test_a_run_link_survives_signing_in_and_nothing_else_does(server, stack):
+    anon = httpx.Client(base_url=server.url, timeout=30)
+    page = anon.get("/ui/", params={"run": "12"}, follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/login?run=12"
+    assert 'action="/login?run=12"' in anon.get("/login", params={"run": "12"}).text
+    ok = anon.post("/login?run=12", data={"token": TOKEN}, follow_redirects=False)
+    assert ok.status_code == 303 and ok.headers["location"] == "/ui/?run=12"
+    # only digits are carried: no other address can be smuggled through the sign-in
+    anon = httpx.Client(base_url=server.url, timeout=30)
+    for evil in ("//evil.example", "12&next=http://evil.example", "1e3", "-1"):
+        r = anon.get("/ui/", params={"run": evil}, follow_redirects=False)
+        assert r.headers["location"] == "/login", evil
+    crowded = "&".join(f"f{i}=1" for i in range(20)) + "&run=3"
+    assert anon.get(f"/ui/?{crowded}", follow_redirects=False).headers["location"] == "/login"
 
 
 def test_sign_in_sets_a_strict_httponly_cookie_that_does_not_carry_the_token(server, stack):

@@ -247,6 +247,61 @@ def test_pipeline_launched_from_the_page_moves_and_its_run_page_shows_curves_and
     ui.assert_offline()
 
 
+def test_pickers_and_datasets_follow_the_pipeline_without_a_refresh(pipeline, studio):
+    """The page that launched the pipeline (opened before any checkpoint existed) offers its checkpoints in the
+    Playground and Compare as soon as those tabs open, and lists the datasets it collected with their run."""
+    ui, page, run_id = pipeline["ui"], pipeline["ui"].page, pipeline["id"]
+    ui.tab("Playground")
+    base = page.locator("#play-base input").first
+    page.wait_for_function("(el) => el.value.startsWith('policy/base #')", arg=base.element_handle())
+    assert f"· run {run_id}" in base.input_value()
+    assert page.locator("#play-tuned input").first.input_value().startswith("rft #")
+    assert page.locator("#play-wm input").first.input_value().startswith(("align #", "world_model #"))
+    ui.tab("Compare")
+    b = page.locator("#cmp-b input").first
+    page.wait_for_function("(el) => el.value.startsWith('rft #')", arg=b.element_handle())
+    assert page.locator("#cmp-a input").first.input_value().startswith("policy/base #")
+    ui.tab("Datasets")
+    row = page.locator("#ds-table tr[data-dataset]", has_text=f"run{run_id}-collect-clean")
+    row.wait_for()
+    assert f"run #{run_id}" in row.inner_text() and "pipeline" in row.inner_text()
+    listed = {d.name for d in StudioClient(studio.url).datasets(limit=100).items}
+    assert {f"run{run_id}-collect-clean", f"run{run_id}-collect-noisy"} <= listed, listed
+    ui.shot("datasets_lineage")
+    ui.tab("Runs")
+    ui.assert_offline()
+
+
+def test_docs_render_the_operations_offline(ui):
+    page = ui.page
+    page.goto(f"{ui.base}/docs")
+    page.locator(".opblock").first.wait_for()
+    text = page.locator("#swagger-ui").inner_text()
+    assert "/api/v1/runs" in text and "/api/v1/datasets" in text
+    assert page.locator(".opblock").count() >= 20
+    page.goto(f"{ui.base}/redoc")
+    page.get_by_text("/api/v1/runs").first.wait_for()
+    ui.assert_offline()
+
+
+def test_out_of_range_values_are_refused_and_nothing_is_queued(ui, studio):
+    api = StudioClient(studio.url)
+    before = api.runs(kind="collect", limit=1, count=True).total
+    page = ui.open("Datasets")
+    page.locator("#ds-episodes input[type=number]").first.fill("-5")
+    page.locator("#ds-episodes input[type=number]").first.press("Tab")
+    page.locator("#ds-collect").click()
+    err = page.locator("#ds-notice .vr-error")
+    err.wait_for()
+    assert "Successful episodes per task must be between 1 and 1000; got -5" in err.inner_text()
+    assert "Nothing was launched" in err.inner_text()
+    page.wait_for_timeout(1500)
+    assert api.runs(kind="collect", limit=1, count=True).total == before == 0
+    assert page.locator(".toast-body").count() == 0  # no Gradio error pills
+    ui.shot("refused")
+    ui.assert_offline()
+
+
 def test_a_fresh_page_lists_the_run_and_opens_it_by_click(pipeline, ui):
     page = ui.open("Runs")
     row = page.locator(f'#runs-table tr[data-run="{pipeline["id"]}"]')
@@ -255,28 +310,45 @@ def test_a_fresh_page_lists_the_run_and_opens_it_by_click(pipeline, ui):
     page.locator("#run-page").wait_for(state="visible")
     assert f"Run #{pipeline['id']} pipeline" in page.locator("#run-header").inner_text()
     assert len(plot_traces(page, "#run-curves")) >= 4
+    # the explorer: any logged series, found by typing part of its name, one panel (and legend) each
+    page.get_by_role("tab", name="Explore metrics").click()
+    box = page.locator("#run-explore-series input").first
+    box.click()
+    assert page.get_by_role("option").count() >= 25  # every series the pipeline logged is offered
+    box.fill("rft/grad_norm")
+    page.get_by_role("option", name="rft/grad_norm", exact=True).click()
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => { const gd = document.querySelector('#run-explore .js-plotly-plot'); "
+                           "return gd && (gd.layout.annotations || []).some(a => a.text === 'rft/grad_norm'); }")
+    traces = plot_traces(page, "#run-explore")
+    assert traces == [f"#{pipeline['id']} (this run)"], traces
+    ui.shot("explore")
     ui.assert_offline()
 
 
 def test_compare_two_policies_chart_and_videos_failures_first(pipeline, ui, studio):
     page = ui.open("Compare")
     # the newest base and RFT checkpoints (the pipeline's) are picked by default
-    assert page.locator("#cmp-a input").first.input_value().startswith("policy/base · run #")
-    assert page.locator("#cmp-b input").first.input_value().startswith("rft · run #")
+    assert page.locator("#cmp-a input").first.input_value().startswith("policy/base #")
+    assert page.locator("#cmp-b input").first.input_value().startswith("rft #")
     for name in ("object:major", "goal:minor", "goal:major", "robot:minor", "robot:major", "combined:minor",
                  "combined:major"):
         page.locator("#cmp-perts").get_by_label(name, exact=True).uncheck()
     set_number(page, "cmp-episodes", 2)
     set_number(page, "cmp-steps", 60)
     set_number(page, "cmp-videos", 2)
+    # the estimate before launching: 2 policies × 2 tasks × 2 perturbations × 2 episodes
+    page.locator("#cmp-estimate").get_by_text("= 16 episodes").wait_for()
     page.locator("#cmp-go").click()
     page.locator("#cmp-status").get_by_text("running").or_(page.locator("#cmp-status").get_by_text("queued")) \
         .first.wait_for()
-    page.locator("#cmp-chart .js-plotly-plot").wait_for(timeout=600_000)
-    assert "error" not in (page.locator("#cmp-notice").inner_text() or "").lower()
+    page.locator("#cmp-chart .js-plotly-plot").or_(page.locator("#cmp-notice .vr-error")).first.wait_for(
+        timeout=900_000)
+    runs = [(r.id, r.status, r.progress, r.error) for r in StudioClient(studio.url).runs(kind="evaluate").items]
+    assert "error" not in (page.locator("#cmp-notice").inner_text() or "").lower(), runs
     table = page.locator("#cmp-table").inner_text()
     assert "same seeded start states" in table and "none" in table and "object:minor" in table
-    assert f"policy/base (run #{pipeline['id']})" in table and f"rft (run #{pipeline['id']})" in table
+    assert f"· run {pipeline['id']}" in table and "policy/base #" in table and "rft #" in table
     traces = plot_traces(page, "#cmp-chart")
     assert len(traces) == 2
     bars = page.locator("#cmp-chart .js-plotly-plot").first.evaluate(
@@ -291,6 +363,33 @@ def test_compare_two_policies_chart_and_videos_failures_first(pipeline, ui, stud
     t0, t1 = video_plays(page, "#cmp-video-0")
     assert t1 > t0
     ui.shot("compare")
+    ui.assert_offline()
+
+
+def test_the_run_url_opens_an_evaluation_with_its_episode_table(pipeline, ui, studio):
+    """/ui/?run=<id> opens that run's page; an evaluation's episodes are a table that filters and plays."""
+    run = StudioClient(studio.url).runs(kind="evaluate", status="succeeded", limit=1).items[0]
+    page = ui.page
+    page.goto(f"{ui.base}/ui/?run={run.id}")
+    page.locator("#run-page").wait_for(state="visible")
+    assert f"Run #{run.id} evaluate" in page.locator("#run-header").inner_text()
+    assert page.locator("#run-header a.vr-permalink").get_attribute("href") == f"?run={run.id}"
+    page.get_by_role("tab", name="Results & videos").click()
+    table = page.locator("#run-episodes")
+    table.get_by_text("8 of 8 episodes").wait_for()  # 2 tasks × 2 perturbations × 2 starts
+    assert table.locator("tbody tr").count() == 8
+    pick(page, "run-ep-pert", "object:minor")
+    table.get_by_text("4 of 8 episodes").wait_for()
+    assert all("object:minor" in t for t in table.locator("tbody tr").all_inner_texts())
+    pick(page, "run-ep-pert", "all")
+    table.get_by_text("8 of 8 episodes").wait_for()
+    page.locator("#run-episodes tr[data-episode]").first.click()
+    t0, t1 = video_plays(page, "#run-video")
+    assert t1 > t0
+    ui.shot("run_episodes")
+    page.get_by_role("tab", name="Parameters").click()
+    page.locator("#run-params").get_by_text("videos_per_cell").first.wait_for()
+    ui.shot("run_params")
     ui.assert_offline()
 
 
@@ -322,6 +421,19 @@ def test_datasets_collect_browse_preview_and_bad_upload(ui, tmp_path):
     err.wait_for()
     assert "not an HDF5 file" in err.inner_text() and "HTTP 422" in err.inner_text()
     assert "Traceback" not in page.content()
+    ui.assert_offline()
+
+
+def test_a_run_finishing_refreshes_the_open_tab_without_a_click(ui, studio):
+    """A page left open on the Datasets tab lists a dataset that a run (started elsewhere) wrote, once the run
+    finishes: the page watches for finished runs and refreshes every tab's lists and pickers."""
+    page = ui.open("Datasets")
+    c = StudioClient(studio.url)
+    run = c.collect(dataset_name="made-while-watching", tasks="reach-v3", episodes=1, max_steps=60)
+    assert c.wait(run.id, timeout=300).status == "succeeded"
+    row = page.locator("#ds-table tr[data-dataset]", has_text="made-while-watching")
+    row.wait_for(timeout=30_000)  # a few of the page's 5 s polls, no click
+    assert f"run #{run.id}" in row.inner_text()
     ui.assert_offline()
 
 
@@ -373,9 +485,9 @@ def test_cancel_and_resume_from_the_run_page(ui, studio):
 def test_playground_grid_of_imagined_and_real_rollouts(pipeline, ui):
     page = ui.open("Playground")
     # the newest world model: the pipeline's aligned one (its world-model RL path), else its first
-    assert page.locator("#play-wm input").first.input_value().startswith(("align · run #", "world_model · run #"))
-    assert page.locator("#play-base input").first.input_value().startswith("policy/base · run #")
-    assert page.locator("#play-tuned input").first.input_value().startswith("rft · run #")
+    assert page.locator("#play-wm input").first.input_value().startswith(("align #", "world_model #"))
+    assert page.locator("#play-base input").first.input_value().startswith("policy/base #")
+    assert page.locator("#play-tuned input").first.input_value().startswith("rft #")
     page.locator("#play-instruction textarea").fill("open the drawer, slowly")
     set_number(page, "play-ox", 2)
     set_number(page, "play-rz", -3)
@@ -387,8 +499,32 @@ def test_playground_grid_of_imagined_and_real_rollouts(pipeline, ui):
     for pol in ("base", "rft"):  # the captions arrive with the videos, a moment after the status badge
         page.locator(f"#play-{pol}-world_model-caption").get_by_text("verified reward").wait_for(timeout=60_000)
         page.locator(f"#play-{pol}-simulator-caption").get_by_text("simulator:").wait_for(timeout=60_000)
-    t0, t1 = video_plays(page, "#play-rft-simulator")
-    assert t1 > t0
+    # one player for the four clips: the scrubber puts every clip at the same step (a shorter clip holds its
+    # last frame), and playing keeps them on one clock
+    page.locator("#player-scrub").wait_for()
+    for sel in ("#play-base-world_model", "#play-base-simulator", "#play-rft-world_model", "#play-rft-simulator"):
+        page.wait_for_function("(v) => v && v.readyState >= 1 && v.duration > 0",
+                               arg=page.locator(f"{sel} video").first.element_handle())
+    longest = int(page.locator("#player-scrub").get_attribute("max"))
+    assert longest >= 30  # the simulator's clip: more steps than the 30 imagined ones
+    page.locator("#player-scrub").evaluate("(r) => { r.value = '24'; r.dispatchEvent(new Event('input', "
+                                           "{bubbles: true})); }")
+    page.locator("#player-step").get_by_text(f"step 24 / {longest}").wait_for()
+    page.wait_for_timeout(400)
+    clips = page.evaluate("() => [...document.querySelectorAll('#play-cells video')].map(v => "
+                          "[v.currentTime, v.duration])")
+    assert len(clips) == 4
+    for t, dur in clips:
+        assert t == pytest.approx(min(24 / 20, dur - 0.02), abs=0.06), clips
+    page.locator("#player-play").click()
+    page.wait_for_timeout(1200)
+    clips = page.evaluate("() => [...document.querySelectorAll('#play-cells video')].map(v => "
+                          "[v.currentTime, v.duration, v.paused])")
+    now = page.evaluate("() => window.vrPlayer.time()")
+    page.locator("#player-play").click()  # pause
+    assert now > 24 / 20 + 0.5, now
+    for t, dur, _ in clips:  # every clip at the player's time, or at its end
+        assert abs(t - min(now, dur - 0.02)) < 0.35, (now, clips)
     ui.shot("playground")
     ui.assert_offline()
 
@@ -401,6 +537,39 @@ def test_every_tab_loads_offline(ui):
         ui.shot(f"tab_{tab.lower()}")
     assert page.locator("#runs-table table").count() == 1
     ui.assert_offline()
+
+
+def test_first_paint_under_a_second_and_the_page_is_gzipped(ui, studio):
+    """First paint of /ui (median of 3 fresh pages) and the bytes on the wire with and without gzip; the
+    figures go to test-artifacts/ui/paint.json (docs/results.md)."""
+    import json
+
+    import httpx
+
+    paints, wire, decoded = [], [], []
+    for _ in range(3):
+        ctx = ui.ctx.browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = ctx.new_page()
+        page.goto(f"{ui.base}/ui/")
+        page.wait_for_selector("#main-tabs", state="visible")
+        paints.append(page.evaluate("() => performance.getEntriesByName('first-contentful-paint')[0].startTime"))
+        sizes = page.evaluate("() => [performance.getEntriesByType('navigation')[0], "
+                              "...performance.getEntriesByType('resource')].map(e => [e.transferSize, "
+                              "e.decodedBodySize])")
+        wire.append(sum(t for t, _ in sizes))
+        decoded.append(sum(d for _, d in sizes))
+        ctx.close()
+    html_plain = len(httpx.get(f"{ui.base}/ui/", headers={"Accept-Encoding": "identity"}).content)
+    zipped = httpx.get(f"{ui.base}/ui/", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers.get("content-encoding") == "gzip"
+    html_gzip = int(zipped.headers["content-length"])
+    paints.sort()
+    out = {"first_contentful_paint_ms": paints, "median_ms": paints[1], "html_bytes": html_plain,
+           "html_gzip_bytes": html_gzip, "page_decoded_bytes": decoded[-1], "page_transfer_bytes": wire[-1]}
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (SHOTS / "paint.json").write_text(json.dumps(out, indent=1))
+    assert paints[1] < 1000, out
+    assert html_gzip < html_plain / 3, out
 
 
 def test_the_page_asks_for_the_token_when_the_api_has_one(browser):

@@ -129,7 +129,8 @@ def _copy_with(src: Path, dst: Path, edit) -> Path:
         (lambda d: d["demo_2"]["actions"].__setitem__((3, 1), np.nan), "demo_2/actions contains NaN or inf"),
         (lambda d: d["demo_1"]["actions"].__setitem__((0, 0), np.inf), "demo_1/actions contains NaN or inf"),
         (lambda d: d["demo_3"].__delitem__("actions"), "demo_3 has no 'actions'"),
-        (lambda d: d["demo_0"]["obs"].__delitem__("proprio"), "no 4-D proprio"),
+        (lambda d: d["demo_0"]["obs"].__delitem__("proprio"), "demo_0 has no proprio per step, the world model "
+                                                                 r"needs proprio \(the robot's state\)"),
     ],
 )
 def test_bad_datasets_fail_before_training(dots, tmp_path, edit, needle):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from sqlalchemy import select
 from backend import worker_store
 from backend.db import session_scope
 from backend.kinds import Kind
-from backend.models import Dataset
+from backend.models import Artifact, Dataset, Run
 from backend.params import (
     CollectParams,
     EvaluateParams,
@@ -31,8 +33,10 @@ from backend.params import (
     TrainWMParams,
     WMEvalParams,
 )
+from models.hooks import Hooks
 from sim.errors import InputError
 from workers.context import RunContext, RunStopped
+from workers.import_job import run_import
 
 
 class StageUnavailable(RuntimeError):
@@ -116,9 +120,26 @@ def _instruction_matches(p: EvaluateParams, ctx: RunContext) -> dict[str, dict]:
     return out
 
 
+def policy_labels(ctx: RunContext, refs: list[str], fallback: dict[str, str]) -> dict[str, str]:
+    """What a video calls each policy: a checkpoint by the one name the UI shows (`<name> #<artifact id> · run
+    <run id>`, frontend/names.py), the expert and anything else by its spec's name."""
+    out = {}
+    for ref in refs:
+        label = fallback.get(ref, ref)
+        kind, _, num = ref.partition(":")
+        if kind == "artifact" and num.isdigit():
+            with session_scope(ctx.url) as s:
+                art = s.get(Artifact, int(num))
+                if art is not None:
+                    label = f"{art.name} #{art.id} · run {art.run_id}"
+        out[ref] = label
+    return out
+
+
 def run_evaluate(p: EvaluateParams, ctx: RunContext) -> dict:
     """One policy, or two on the same seeded start states (evaluation seeds are deterministic)."""
-    from sim.evaluate import EvalConfig, compare, write_side_by_side
+    from sim.evaluate import EvalConfig, compare, outcome, video_name
+    from sim.video_labels import write_labelled_side_by_side
 
     specs = {ref: policy_spec(ref, ctx) for ref in p.policies}
     matches = _instruction_matches(p, ctx) if p.instruction else None
@@ -135,8 +156,11 @@ def run_evaluate(p: EvaluateParams, ctx: RunContext) -> dict:
     # Side-by-side (or single) videos of the recorded episodes, keyed by (task, perturbation, index).
     videos = []
     (ctx.out / "videos").mkdir(exist_ok=True)
+    labels = policy_labels(ctx, list(p.policies), {ref: spec.name for ref, spec in specs.items()})
     for key, by_ref in cmp.recorded().items():
-        path = write_side_by_side(ctx.out / "videos", key, by_ref)
+        path = ctx.out / "videos" / video_name(key, [outcome(r) for r in by_ref.values()])
+        write_labelled_side_by_side(path, {labels[ref]: (list(r.frames), r.success) for ref, r in by_ref.items()
+                                           if r.frames is not None})
         ctx.artifact("video", path)
         videos.append({"task": key[0], "perturbation": key[1], "index": key[2], "policies": list(by_ref),
                        "success": {ref: r.success for ref, r in by_ref.items()}, "artifact": f"videos/{path.name}"})
@@ -252,7 +276,55 @@ def run_rft(p: RFTParams, ctx: RunContext) -> dict:
 
 def run_pipeline(p: PipelineParams, ctx: RunContext) -> dict:
     fn = stage("pipeline", "models.pipeline", "run_pipeline")
-    return fn(preset=p.preset, out=str(ctx.out), resume=ctx.resume, hooks=ctx.hooks)
+    result = fn(preset=p.preset, out=str(ctx.out), resume=ctx.resume, hooks=registering_datasets(ctx))
+    result["datasets"] = register_run_datasets(ctx)  # also those an earlier attempt wrote
+    return result
+
+
+# Datasets a run writes (the pipeline's collected episodes and policy rollouts) ---------------------
+
+def registering_datasets(ctx: RunContext) -> Hooks:
+    """The run's hooks, with every episode file it reports also registered as a dataset as soon as it exists."""
+    def artifact(kind: str, path: str) -> None:
+        ctx.artifact(kind, path)
+        if str(path).endswith(".h5"):
+            register_run_dataset(ctx, Path(path))
+
+    h = ctx.hooks
+    return Hooks(progress=h.progress, metrics=h.metrics, artifact=artifact, should_stop=h.should_stop)
+
+
+def register_run_dataset(ctx: RunContext, path: Path) -> int:
+    """Register one episode file of this run as a dataset (source: the run's kind, run_id: the run); the
+    dataset's file is a hard link (a copy across file systems) so deleting the run keeps it. Idempotent."""
+    from sim.episodes import validate_file
+
+    rel = path.resolve().relative_to(Path(ctx.out).resolve()).with_suffix("")
+    name = f"run{ctx.run_id}-" + "-".join(rel.parts)
+    stored = ctx.settings.artifacts / "datasets" / f"{name}.h5"
+    with session_scope(ctx.url) as s:
+        done = s.scalar(select(Dataset).where(Dataset.run_id == ctx.run_id, Dataset.name == name))
+        if done is not None:
+            return done.id
+    summary = validate_file(path).to_json()
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stored.with_name(f".{stored.name}.part")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, stored)
+    with session_scope(ctx.url) as s:
+        kind = s.scalar(select(Run.kind).where(Run.id == ctx.run_id)) or "run"
+    ds = worker_store.register_dataset(ctx.url, ctx.settings.artifacts, ctx.run_id, name, stored, summary, kind)
+    ctx.log(f"dataset #{ds.id} {ds.name}: {summary['episodes']} episodes from {rel.as_posix()}.h5")
+    return ds.id
+
+
+def register_run_datasets(ctx: RunContext) -> list[int]:
+    """Every episode file under the run's folder, registered (see register_run_dataset); their ids."""
+    return [register_run_dataset(ctx, f) for f in sorted(Path(ctx.out).rglob("*.h5")) if not f.name.startswith(".")]
 
 
 def run_imagine(p: ImagineParams, ctx: RunContext) -> dict:
@@ -320,8 +392,30 @@ def _without_paths(job: Callable[[Params, RunContext], dict]) -> Callable[[Param
     return run
 
 
+def resolved_params(p: Params, result: dict) -> dict:
+    """What a run actually ran with: every parameter with its default filled in, and the stage's expanded
+    configuration (preset applied) when the stage reports one."""
+    out: dict = {"params": p.model_dump(mode="json")}
+    if isinstance(result.get("config"), dict):
+        out["config"] = result["config"]
+    return out
+
+
+def _resolving(job: Callable[[Params, RunContext], dict]) -> Callable[[Params, RunContext], dict]:
+    """The job, its result carrying `resolved_params`."""
+
+    @functools.wraps(job)
+    def run(p: Params, ctx: RunContext) -> dict:
+        result = job(p, ctx)
+        if isinstance(result, dict):
+            result.setdefault("resolved_params", resolved_params(p, result))
+        return result
+
+    return run
+
+
 # One job per kind of run (backend.kinds.KINDS; tests/test_workers_lifecycle.py checks that none is missing).
-JOBS: dict[Kind, Callable[[Params, RunContext], dict]] = {kind: _without_paths(job) for kind, job in {
+JOBS: dict[Kind, Callable[[Params, RunContext], dict]] = {kind: _without_paths(_resolving(job)) for kind, job in {
     "collect": run_collect,
     "evaluate": run_evaluate,
     "train_wm": run_train_wm,
@@ -331,4 +425,5 @@ JOBS: dict[Kind, Callable[[Params, RunContext], dict]] = {kind: _without_paths(j
     "wm_eval": run_wm_eval,
     "pipeline": run_pipeline,
     "imagine": run_imagine,
+    "import": run_import,
 }.items()}

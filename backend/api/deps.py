@@ -13,11 +13,12 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -28,15 +29,17 @@ MISSING_TOKEN = "missing bearer token (Authorization: Bearer <token>)"
 WRONG_TOKEN = "wrong bearer token"
 SESSION_COOKIE = "vlarft_session"
 
+T = TypeVar("T")
 bearer = HTTPBearer(auto_error=False, description="Needed when the studio runs with VLARFT_API_TOKEN.")
 
 
-def get_app_settings(request: Request) -> Settings:
-    """The settings the app was created with."""
+async def get_app_settings(request: Request) -> Settings:
+    """The settings the app was created with. (This and the other non-blocking dependencies are async, so
+    FastAPI does not hand each of them to its thread pool: that hand-off cost more than the dependency.)"""
     return request.app.state.settings
 
 
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     """The Celery app runs are queued with (send_task by name)."""
     return request.app.state.celery
 
@@ -49,13 +52,26 @@ def get_db(request: Request) -> Iterator[Session]:
         s.close()
 
 
+async def in_session(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(session, *args)` in one trip to the thread pool (a SessionDep costs three: open, the route, close)."""
+
+    def work() -> T:
+        s = sessionmaker_for(request.app.state.settings.db_url)()
+        try:
+            return fn(s, *args)
+        finally:
+            s.close()
+
+    return await run_in_threadpool(work)
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 SessionDep = Annotated[Session, Depends(get_db)]
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def require_token(cfg: SettingsDep, creds: BearerDep) -> None:
+async def require_token(cfg: SettingsDep, creds: BearerDep) -> None:
     problem = token_problem(cfg, creds.credentials if creds else None)
     if problem:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, problem, headers={"WWW-Authenticate": "Bearer"})

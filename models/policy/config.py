@@ -109,6 +109,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 2
+    # speed only, the same maths (docs/results.md, issue 16): the fused AdamW kernel, channels-last vision input
+    fused_optimizer: bool = True
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         # also on resume: train.py rebuilds the saved config through this constructor

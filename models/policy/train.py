@@ -57,8 +57,8 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
 
 @torch.no_grad()
 def _ema_update(ema: VLAPolicy, model: VLAPolicy, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-        pe.lerp_(pm, 1.0 - decay)
+    # one call for all tensors: the same per-tensor lerp without a Python loop
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
 def train_policy(
@@ -120,12 +120,13 @@ def train_policy(
     ema = VLAPolicy(pcfg, text).to(device)
     ema.load_state_dict(policy.state_dict())
     ema.requires_grad_(False)
+    policy.set_channels_last(cfg.channels_last)
 
     vision = list(policy.vision.parameters())
     rest = [p for n, p in policy.named_parameters() if not n.startswith(("vision.", "sigma_net."))]  # σ-net: RFT
     opt = torch.optim.AdamW(
         [{"params": vision, "lr_scale": cfg.vision_lr_scale}, {"params": rest, "lr_scale": 1.0}],
-        lr=cfg.lr, weight_decay=cfg.weight_decay,
+        lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused_optimizer or None,
     )
     eval_windows = None
     if held is not None:
@@ -175,6 +176,7 @@ def train_policy(
     scores: dict | None = None
     stopped = False
     tick, tick_step = time.time(), step
+    shown_loss: float | None = None
     while step < cfg.steps:
         if hooks.should_stop():
             stopped = True
@@ -205,6 +207,7 @@ def train_policy(
                    "grad_norm": float(grad_norm), "steps_per_s": (step - tick_step) / max(now - tick, 1e-9),
                    "elapsed_s": elapsed}
             tick, tick_step = now, step
+            shown_loss = row["fm_loss"]
             log.write(step, row)
             hooks.metrics(step, row)
         if step == base_step:
@@ -217,7 +220,9 @@ def train_policy(
             scores = evaluate_heldout(step)
         if step % cfg.save_every == 0 or step == cfg.steps:
             save(step, scores)
-        hooks.progress(step / cfg.steps, f"step {step}/{cfg.steps} loss {fm_loss.item():.4f}")
+        # the loss of the last logged step: reading a tensor every step would wait for the device each time
+        shown = "" if shown_loss is None else f" loss {shown_loss:.4f}"
+        hooks.progress(step / cfg.steps, f"step {step}/{cfg.steps}{shown}")
 
     if stopped:
         save(step, scores)

@@ -87,9 +87,10 @@ class FrameAutoencoder(nn.Module):
         """Frames in [0, 1], (N, 3, H, W) -> latents in [-1, 1], (N, lat, H/4, W/4)."""
         return torch.tanh(self.encoder(x * 2.0 - 1.0))
 
-    def context_state(self, ctx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Everything the decoder needs from the context frame (N, 3, H, W) in [0, 1]."""
-        z = self.encode(ctx)
+    def context_state(self, ctx: torch.Tensor, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Everything the decoder needs from the context frame (N, 3, H, W) in [0, 1]; `z`: its latent when the
+        caller has already encoded it."""
+        z = self.encode(ctx) if z is None else z
         return {"frame": ctx, "c1": self.fuse_ctx(self.context(ctx * 2.0 - 1.0)), "c2": self.dec_in_ctx(z), "z": z}
 
     def decode(self, z: torch.Tensor, ctx: dict[str, torch.Tensor]) -> torch.Tensor:

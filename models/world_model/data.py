@@ -36,7 +36,7 @@ def dataset_paths(dataset: str | os.PathLike | list) -> list[str]:
 class FrameStore:
     frames: np.ndarray  # (N, H, W, 3) uint8, all episodes back to back
     actions: np.ndarray  # (N, A) float32: action taken at each frame
-    proprio: np.ndarray  # (N, 4) float32
+    proprio: np.ndarray  # (N, P) float32
     ep_start: np.ndarray  # (E,) index of each episode's first frame
     ep_len: np.ndarray  # (E,)
     ep_task: list[str]
@@ -73,8 +73,11 @@ class FrameStore:
         }
 
 
-def load_store(dataset, image_size: int | None = None, action_dim: int = 4, progress=None) -> FrameStore:
-    """Read and validate every episode of one or more files (same camera and image size)."""
+def load_store(dataset, image_size: int | None = None, action_dim: int | None = 4, progress=None,
+               proprio_dim: int | None = 4) -> FrameStore:
+    """Read and validate every episode of one or more files (same camera, image size and shapes).
+
+    `action_dim` / `proprio_dim`: the sizes the model needs; None takes them from the first file."""
     paths = dataset_paths(dataset)
     frames, actions, proprio, starts, lens, tasks, where = [], [], [], [], [], [], []
     size = cam = None
@@ -94,6 +97,8 @@ def load_store(dataset, image_size: int | None = None, action_dim: int = 4, prog
                 raise WMDataError(f"{path}: images are {ef.image_size}px, the world model needs {image_size}px")
             if ef.image_size % 8:
                 raise WMDataError(f"{path}: image size {ef.image_size} is not divisible by 8")
+            if action_dim is None:
+                action_dim = ef.action_dim
             if ef.action_dim != action_dim:
                 raise WMDataError(f"{path}: actions are {ef.action_dim}-D, the world model needs {action_dim}-D")
             for i, key in enumerate(ef.keys):
@@ -111,8 +116,12 @@ def load_store(dataset, image_size: int | None = None, action_dim: int = 4, prog
                 if ep.frames.shape != (n, size, size, 3) or ep.frames.dtype != np.uint8:
                     raise WMDataError(f"{path}: {key} frames have shape {ep.frames.shape} {ep.frames.dtype}, "
                                       f"expected ({n}, {size}, {size}, 3) uint8")
-                if ep.proprio.shape != (n, 4):
-                    raise WMDataError(f"{path}: {key} has no 4-D proprio (hand xyz + gripper) per step")
+                if proprio_dim is None and ep.proprio.ndim == 2 and ep.proprio.shape[1] > 0:
+                    proprio_dim = int(ep.proprio.shape[1])
+                if ep.proprio.shape != (n, proprio_dim):
+                    got = f"{ep.proprio.shape[1]}-D" if ep.proprio.ndim == 2 and ep.proprio.shape[1] else "no"
+                    need = f"{proprio_dim}-D proprio" if proprio_dim else "proprio (the robot's state)"
+                    raise WMDataError(f"{path}: {key} has {got} proprio per step, the world model needs {need}")
                 for name, arr in (("actions", ep.actions), ("proprio", ep.proprio)):
                     if not np.all(np.isfinite(arr)):
                         raise WMDataError(f"{path}: {key}/{name} contains NaN or inf")

@@ -56,7 +56,7 @@ class LatentDynamics(nn.Module):
         self.hi2 = FiLMBlock(c_hi, e)
         self.out_z = nn.Conv2d(c_hi, lat, 3, padding=1)
         self.out_state = nn.Conv2d(c_hi, 2 * s, 1)
-        self.hand = nn.Linear(c_lo, 4)
+        self.hand = nn.Linear(c_lo, cfg.proprio_dim)
         nn.init.zeros_(self.out_z.weight)
         nn.init.zeros_(self.out_z.bias)
 

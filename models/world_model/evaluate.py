@@ -20,7 +20,7 @@ from models.checkpoint import CheckpointError
 from models.world_model.data import WMDataError, load_store
 from models.world_model.fidelity import FidelityConfig, reward_fidelity
 from models.world_model.metrics import frame_psnr, frame_ssim, moving_mask, moving_sums, psnr_from_mse
-from models.world_model.model import load_world_model
+from models.world_model.model import load_world_model, native_bf16
 from models.world_model.train import _shuffle_other_episode
 
 ROWS = ("true_actions", "shuffled_actions", "copy_last", "autoencoder")
@@ -141,38 +141,58 @@ def targets(rows: dict) -> dict:
 
 
 def throughput(wm, store, batch: int = 64, horizon: int = 8, repeats: int = 3, sim_steps: int = 150) -> dict:
-    """Rollout frames/s (with and without decoding) and MuJoCo step+render frames/s, in this process."""
+    """Rollout frames/s (with and without decoding) and MuJoCo step+render frames/s, in this process.
+
+    Rollout and simulator rounds alternate (`repeats` rounds, best of each), so a busy machine slows both alike.
+    The top-level figures use the model's own rollout precision; `precisions` has the decoded rollout in each
+    precision this CPU runs natively (float32, and bfloat16 where it has AVX512-BF16/AMX)."""
     from sim.env import SimEnv
+    from sim.episodes import EpisodeFile
 
     t = store.window_starts(np.arange(store.episodes), horizon)
     t = t[np.linspace(0, len(t) - 1, batch).round().astype(np.int64)]
     b = store.gather(t, wm.context_frames, horizon)
-    res = {}
-    for decode in (True, False):
-        wm.rollout(b["context"], b["actions"], decode=decode)  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            wm.rollout(b["context"], b["actions"], decode=decode)
-            best = min(best, time.perf_counter() - t0)
-        res["rollout_fps_decoded" if decode else "rollout_fps_latent"] = round(batch * horizon / best, 1)
-    from sim.episodes import EpisodeFile
-
+    own = wm.rollout_dtype
+    dtypes = ["float32", "bfloat16"] if native_bf16() else ["float32"]
+    runs = [(d, True) for d in dtypes] + [(own, False)]
+    best = dict.fromkeys(runs, float("inf"))
     path, i = store.ep_file[0]
     ef = EpisodeFile(path)
     ep = ef.load(i, frames=False)
     ef.close()
-    with SimEnv(ep.task, camera=store.camera, image_size=store.image_size) as env:
-        env.reset(ep.start if ep.start is not None else env.sample_start())
-        for a in ep.actions[:5]:
-            env.step(a)
-        t0 = time.perf_counter()
-        for k in range(sim_steps):
-            env.step(ep.actions[k % len(ep.actions)])
-        sim_fps = sim_steps / (time.perf_counter() - t0)
-    res.update({"batch": batch, "horizon": horizon, "mujoco_fps": round(sim_fps, 1), "mujoco_task": ep.task,
-                "threads": torch.get_num_threads(),
-                "ratio_decoded_vs_mujoco": round(res["rollout_fps_decoded"] / sim_fps, 2)})
+    sim_best = float("inf")
+    try:
+        with SimEnv(ep.task, camera=store.camera, image_size=store.image_size) as env:
+            env.reset(ep.start if ep.start is not None else env.sample_start())
+            for a in ep.actions[:5]:
+                env.step(a)
+            for d, decode in runs:  # warm-up
+                wm.set_rollout_dtype(d)
+                wm.rollout(b["context"], b["actions"], decode=decode)
+            k = 0
+            for _ in range(repeats):
+                for d, decode in runs:
+                    wm.set_rollout_dtype(d)
+                    t0 = time.perf_counter()
+                    wm.rollout(b["context"], b["actions"], decode=decode)
+                    best[(d, decode)] = min(best[(d, decode)], time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                for _ in range(sim_steps):
+                    env.step(ep.actions[k % len(ep.actions)])
+                    k += 1
+                sim_best = min(sim_best, (time.perf_counter() - t0) / sim_steps)
+    finally:
+        wm.set_rollout_dtype(own)
+    sim_fps = 1.0 / sim_best
+    frames = batch * horizon
+    res = {"rollout_fps_decoded": round(frames / best[(own, True)], 1),
+           "rollout_fps_latent": round(frames / best[(own, False)], 1), "rollout_dtype": own,
+           "batch": batch, "horizon": horizon, "mujoco_fps": round(sim_fps, 1), "mujoco_task": ep.task,
+           "threads": torch.get_num_threads(),
+           "ratio_decoded_vs_mujoco": round(frames / best[(own, True)] / sim_fps, 2),
+           "precisions": {d: {"rollout_fps_decoded": round(frames / best[(d, True)], 1),
+                              "ratio_decoded_vs_mujoco": round(frames / best[(d, True)] / sim_fps, 2)}
+                          for d in dtypes}}
     return res
 
 
@@ -194,7 +214,7 @@ def evaluate_world_model(
     model = load_world_model(wm, device)
     if Path(str(dataset)).is_dir():
         raise WMDataError(f"dataset {dataset} is a directory, not an HDF5 file")
-    store = load_store(dataset, action_dim=model.cfg.action_dim)
+    store = load_store(dataset, action_dim=model.cfg.action_dim, proprio_dim=model.cfg.proprio_dim)
     if store.image_size != model.image_size:
         raise WMDataError(f"{dataset}: images are {store.image_size}px, the world model needs {model.image_size}px")
     if model.camera and store.camera != model.camera:

@@ -158,8 +158,10 @@ def reward_fidelity(wm: WorldModel, dataset: str, cfg: FidelityConfig | None = N
     camera, size = str(wm.camera or ef.camera), wm.image_size
     if str(ef.camera) != camera or ef.image_size != size:
         return {"skipped": f"{dataset} has {ef.image_size}px '{ef.camera}' frames, the model {size}px '{camera}'"}
-    if "states" not in ef.h5["data"][ef.keys[0]]:
-        return {"skipped": f"{dataset} stores no simulator states, so the simulator cannot be restored"}
+    if not ef.has_sim_states:
+        src = ef.attrs.get("source_format")
+        return {"skipped": f"{dataset} stores no simulator states{f' (imported from {src})' if src else ''}"
+                           ", so the simulator cannot be restored: reward fidelity needs them"}
     rng = np.random.default_rng(cfg.seed)
     workers = resolve_workers(cfg.workers, 8)
     with Pool(workers) as pool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,7 @@ from torch import nn
 
 from models.checkpoint import CheckpointError, load_checkpoint, load_into, save_checkpoint
 from models.world_model.autoencoder import FrameAutoencoder, expand_context
-from models.world_model.config import WMConfig
+from models.world_model.config import ROLLOUT_DTYPES, WMConfig
 from models.world_model.dynamics import LatentDynamics
 from sim.errors import InputError
 
@@ -21,6 +22,11 @@ ARCH = "latent-film-recurrent/2"
 
 class RolloutInputError(InputError):
     pass
+
+
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @dataclass
@@ -40,13 +46,28 @@ class WorldModel(nn.Module):
         self.cfg = cfg
         self.ae = FrameAutoencoder(cfg)
         self.dynamics = LatentDynamics(cfg)
-        a, p = cfg.action_dim, 4
+        a, p = cfg.action_dim, cfg.proprio_dim
         low = torch.tensor(cfg.action_low or [-1.0] * a, dtype=torch.float32)
         high = torch.tensor(cfg.action_high or [1.0] * a, dtype=torch.float32)
         self.register_buffer("action_low", low, persistent=False)
         self.register_buffer("action_high", torch.maximum(high, low + 1e-6), persistent=False)
         self.register_buffer("proprio_mean", torch.tensor(cfg.proprio_mean or [0.0] * p), persistent=False)
         self.register_buffer("proprio_std", torch.tensor(cfg.proprio_std or [1.0] * p), persistent=False)
+        self.rollout_dtype = "float32"
+        self.set_rollout_dtype(cfg.rollout_dtype)
+
+    def set_rollout_dtype(self, name: str) -> None:
+        """Precision of rollouts (`rollout`, `imagine_chunk`): "float32", or "bfloat16" autocast of the
+        convolutions and linear layers (latents, recurrent state and frames stay float32). Falls back to float32
+        where the hardware has no native bf16 or the model is not on the CPU."""
+        if name not in ROLLOUT_DTYPES:
+            raise RolloutInputError(f"rollout dtype must be one of {', '.join(ROLLOUT_DTYPES)}, got {name!r}")
+        self.rollout_dtype = name
+
+    def _precision(self):
+        if self.rollout_dtype == "bfloat16" and self.device.type == "cpu" and native_bf16():
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
 
     # -- what callers need to know --------------------------------------------------------------
     @property
@@ -123,11 +144,12 @@ class WorldModel(nn.Module):
     def begin(self, frames: torch.Tensor) -> RolloutState:
         """Context frames (B, C, 3, H, W) in [0, 1] -> the state before the first predicted frame."""
         z_all = self.ae.encode(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
-        return self.begin_from_latents(z_all, self.ae.context_state(frames[:, -1]))
+        return self.begin_from_latents(z_all, self.ae.context_state(frames[:, -1], z_all[:, -1]))  # encoded once
 
     def begin_from_latents(self, z_all: torch.Tensor, ctx: dict[str, torch.Tensor]) -> RolloutState:
         """Latents of the C context frames (B, C, lat, h, w) + decoder context state -> rollout state."""
         b, c = z_all.shape[:2]
+        z_all = z_all.float()  # latents and the recurrent state stay float32 under a bf16 autocast
         z_ctx = self.dynamics.context(z_all[:, -1])
         hidden = self.dynamics.init_state(z_all[:, -1])
         z = z_all[:, 0]
@@ -171,7 +193,7 @@ class WorldModel(nn.Module):
         is deterministic: the same inputs give the same frames. Large batches run in slices of
         `max_batch` (faster on CPU caches); the result does not depend on it.
         """
-        with torch.inference_mode():
+        with torch.inference_mode(), self._precision():
             frames = self._frames(context) if state is None else None
             b = frames.shape[0] if frames is not None else state.z.shape[0]
             a = self._actions(actions, b)
@@ -193,10 +215,10 @@ class WorldModel(nn.Module):
         unroll begins at a frame with no actions summed yet). frames (N, 3, H, W) float in [0, 1], actions
         (N, K, A) raw -> latents after every action (N, K, lat, h, w), proprio after every action (N, K, 4) in
         raw units, frames (N, K, 3, H, W) if `decode_all` else the last frame only (N, 3, H, W)."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._precision():
             state = self.begin(frames[:, None])
             zs, hands, state = self.unroll(state, self.normalize_actions(actions))
-            proprio = hands * self.proprio_std + self.proprio_mean
+            proprio = hands.float() * self.proprio_std + self.proprio_mean
             out = self.decode(zs, state.ctx) if decode_all else self.decode(zs[-1:], state.ctx)[:, 0]
             return torch.stack(zs, 1), proprio, out
 
@@ -222,7 +244,9 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255).round().byte().movedim(-3, -1).cpu().numpy()
 
 
-def load_world_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> WorldModel:
+def load_world_model(path: str | os.PathLike, device: str | torch.device = "cpu",
+                     rollout_dtype: str | None = None) -> WorldModel:
+    """A checkpoint's world model in eval mode; `rollout_dtype` overrides the precision its config names."""
     meta, state = load_checkpoint(path, KIND)
     if meta.get("architecture") != ARCH:
         raise CheckpointError(
@@ -233,4 +257,6 @@ def load_world_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: world-model config is invalid ({exc})") from exc
     load_into(model, state, f"world model {path}")
+    if rollout_dtype is not None:
+        model.set_rollout_dtype(rollout_dtype)
     return model.to(device, memory_format=torch.channels_last).eval()

@@ -191,9 +191,11 @@ def train_world_model(
 
     # ---- data: everything validated before any training ----------------------------------------
     hooks.progress(0.0, "loading episodes")
-    store = load_store(dataset, cfg.image_size, cfg.action_dim)
+    fresh = cfg.camera is None  # a new model takes its shapes from the data; a resumed or fine-tuned one checks them
+    store = load_store(dataset, cfg.image_size, None if fresh else cfg.action_dim,
+                       proprio_dim=None if fresh else cfg.proprio_dim)
     if heldout:
-        held_store = load_store(heldout, store.image_size, cfg.action_dim)
+        held_store = load_store(heldout, store.image_size, store.actions.shape[1], proprio_dim=store.proprio.shape[1])
         if held_store.camera != store.camera:
             raise WMConfigError(f"held-out file uses camera '{held_store.camera}', training data '{store.camera}'")
         train_eps, held_eps = np.arange(store.episodes), np.arange(held_store.episodes)
@@ -205,7 +207,8 @@ def train_world_model(
         raise WMConfigError(f"no training episode is longer than the horizon ({cfg.horizon} steps)")
     if cfg.camera is None:
         rows = np.concatenate([np.arange(store.ep_start[e], store.ep_start[e] + store.ep_len[e]) for e in train_eps])
-        cfg = replace(cfg, camera=store.camera, image_size=store.image_size,
+        cfg = replace(cfg, camera=store.camera, image_size=store.image_size, action_dim=int(store.actions.shape[1]),
+                      proprio_dim=int(store.proprio.shape[1]),
                       action_low=store.actions[rows].min(0).astype(float).tolist(),
                       action_high=store.actions[rows].max(0).astype(float).tolist(),
                       proprio_mean=store.proprio[rows].mean(0).astype(float).tolist(),
@@ -220,8 +223,9 @@ def train_world_model(
     device = device_for(cfg.device)
     torch.manual_seed(cfg.seed)
     wm = WorldModel(cfg).to(device, memory_format=torch.channels_last)  # faster convolutions on CPU
-    opt_ae = torch.optim.AdamW(wm.ae.parameters(), lr=cfg.ae_lr, weight_decay=cfg.weight_decay)
-    opt_dyn = torch.optim.AdamW(wm.dynamics.parameters(), lr=cfg.dyn_lr, weight_decay=cfg.weight_decay)
+    fused = cfg.fused_optimizer or None  # None: torch's default (the per-parameter loop on the CPU)
+    opt_ae = torch.optim.AdamW(wm.ae.parameters(), lr=cfg.ae_lr, weight_decay=cfg.weight_decay, fused=fused)
+    opt_dyn = torch.optim.AdamW(wm.dynamics.parameters(), lr=cfg.dyn_lr, weight_decay=cfg.weight_decay, fused=fused)
     rng = np.random.default_rng(cfg.seed)
     step = 0
     total = cfg.ae_steps + cfg.dyn_steps

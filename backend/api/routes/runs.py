@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Annotated, Union
 
 from celery import Celery
-from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, status
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend import crud
-from backend.api.deps import CeleryDep, SessionDep, SettingsDep
+from backend.api import fast_json
+from backend.api.deps import CeleryDep, SessionDep, SettingsDep, in_session
 from backend.api.errors import invalid, responses
 from backend.core.config import Settings
 from backend.files import folder_files, forget_ui_files, inside, resolve_stored, safe_relative
@@ -38,7 +39,10 @@ from backend.params import (
     WMEvalParams,
 )
 from backend.schemas import (
+    BLOB_FIELDS,
     RUN_CREATE_TYPES,
+    RUN_FIELDS,
+    SUMMARY_FIELDS,
     ArtifactOut,
     EvaluationOut,
     LogLine,
@@ -46,7 +50,9 @@ from backend.schemas import (
     MetricSeries,
     MetricsOut,
     Page,
+    RunItem,
     RunOut,
+    RunPage,
 )
 
 router = APIRouter(tags=["runs"], responses=responses(401))
@@ -140,30 +146,77 @@ def imagine(params: ImagineParams, s: SessionDep, cfg: SettingsDep, app: CeleryD
     return submit(s, cfg, app, "imagine", params, name, None)
 
 
-@router.get("/runs", response_model=Page[RunOut], responses=responses(422))
-def list_runs(
-    s: SessionDep,
+FIELD_CHOICES = ("summary", "all", *RUN_FIELDS)
+NOT_MODIFIED = {304: {"description": "Not modified: If-None-Match named the current ETag (no body)."}}
+IfNoneMatch = Annotated[str | None, Header(max_length=2000, description="An ETag from an earlier answer: "
+                                                                          "304 with no body while it is current.")]
+
+
+def parse_fields(text: str) -> tuple[str, ...]:
+    """`fields=` → the run fields to return, in RunOut's order, `id` always; unknown names are a 422."""
+    wanted: set[str] = {"id"}
+    for name in (n.strip() for n in text.split(",")):
+        if name == "summary":
+            wanted.update(SUMMARY_FIELDS)
+        elif name == "all":
+            wanted.update(RUN_FIELDS)
+        elif name in RUN_FIELDS:
+            wanted.add(name)
+        elif name:
+            raise invalid([{"loc": ("query", "fields"), "type": "value_error",
+                            "msg": f"unknown field {name[:40]!r}: choose from {', '.join(FIELD_CHOICES)}"}])
+    return tuple(f for f in RUN_FIELDS if f in wanted)
+
+
+def _item(row, fields: tuple[str, ...]) -> dict:
+    item = dict(zip(fields, row, strict=True))
+    for f in BLOB_FIELDS:
+        if f in item:
+            item[f] = fast_json.stored(item[f])
+    return item
+
+
+def _page(s: Session, cols: tuple[str, ...], kind: str | None, statuses: list[str] | None, parent_id: int | None,
+          limit: int, offset: int, count: bool) -> dict:
+    rows = crud.run_rows(s, cols, kind, statuses, parent_id, limit + 1, offset)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if count:
+        total: int | None = crud.count_runs(s, kind, statuses, parent_id)
+    else:  # known without a count when this page holds the last run (or there are none at all)
+        total = offset + len(rows) if not more and (rows or offset == 0) else None
+    return {"items": [_item(r, cols) for r in rows], "total": total, "more": more, "limit": limit, "offset": offset}
+
+
+# The two routes the UI polls are async and touch the database in one trip to the thread pool (in_session).
+@router.get("/runs", response_model=RunPage[RunItem], responses={**responses(422), **NOT_MODIFIED})
+async def list_runs(
+    request: Request,
+    if_none_match: IfNoneMatch = None,
     kind: Kind | None = None,
     status_: list[Status] | None = Query(None, alias="status", description="Repeat to match several."),
     parent_id: int | None = Query(None, ge=1, le=MAX_ID),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10**9),
-) -> dict:
-    """Newest first."""
-    q = select(Run)
-    if kind:
-        q = q.where(Run.kind == kind)
-    if status_:
-        q = q.where(Run.status.in_(status_))
-    if parent_id is not None:
-        q = q.where(Run.parent_id == parent_id)
-    items = s.scalars(q.order_by(Run.id.desc()).limit(limit).offset(offset)).all()
-    return {"items": items, "total": crud.count(s, q), "limit": limit, "offset": offset}
+    fields: str = Query("all", max_length=500, description="Comma-separated run fields to return (`id` always): "
+                        "`summary` is every field but the `params` and `result` blobs, `all` every field "
+                        "(as GET /runs/{id}); e.g. `summary,params`."),
+    count: bool = Query(False, description="Count every matching run for `total` (one more query); without it "
+                        "`total` is known only on the page that reaches the last run."),
+) -> Response:
+    """Newest first, with an ETag: send it back as If-None-Match and an unchanged page is a 304."""
+    cols = parse_fields(fields)
+    page = await in_session(request, _page, cols, kind, status_, parent_id, limit, offset, count)
+    return fast_json.answer(page, if_none_match)
 
 
-@router.get("/runs/{run_id}", response_model=RunOut, responses=ID_ERRORS)
-def read_run(run_id: RunPath, s: SessionDep) -> Run:
-    return get_run(s, run_id)
+@router.get("/runs/{run_id}", response_model=RunOut, responses={**ID_ERRORS, **NOT_MODIFIED})
+async def read_run(run_id: RunPath, request: Request, if_none_match: IfNoneMatch = None) -> Response:
+    """One run with its parameters and result, with an ETag (If-None-Match → 304 while it is unchanged)."""
+    row = await in_session(request, crud.run_row, run_id, RUN_FIELDS)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
+    return fast_json.answer(_item(row, RUN_FIELDS), if_none_match)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut, responses=responses(400, 404, 409, 413, 422))
@@ -212,6 +265,7 @@ def read_metrics(
         ser = series.setdefault(m.name, MetricSeries(steps=[], values=[]))
         ser.steps.append(m.step)
         ser.values.append(m.value)
+        ser.times.append(m.time.timestamp())
     last = rows[-1].step if rows else None
     return MetricsOut(run_id=run_id, since=since, last_step=last if last is not None else (since if since >= 0
                       else None), series=series)
@@ -224,6 +278,7 @@ def _metrics_by_id(s: Session, run_id: int, after_id: int, names: list[str] | No
         ser = series.setdefault(m.name, MetricSeries(steps=[], values=[]))
         ser.steps.append(m.step)
         ser.values.append(m.value)
+        ser.times.append(m.time.timestamp())
     return MetricsOut(run_id=run_id, since=-1, last_step=max((m.step for m in rows), default=None), series=series,
                       last_id=rows[-1].id if rows else after_id)
 
