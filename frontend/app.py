@@ -9,7 +9,9 @@ the request it runs for (frontend.api.client_for).
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 
@@ -34,6 +36,17 @@ HEAD = '<meta name="robots" content="noindex">'
 FINISH_POLL_S = 5.0  # how often an open page asks whether a run has finished
 FINISHED = ("succeeded",)  # runs whose outputs (checkpoints, datasets) the pickers offer
 FINISHED_WATCHED = 20
+
+
+def quietly(refresh: Callable) -> Callable:
+    """A tab's refresh without its notice (the last output): a refresh nobody asked for leaves the message a
+    user is reading in place."""
+
+    @functools.wraps(refresh)  # Gradio reads the signature (the gr.Request argument)
+    def inner(*args, **kwargs):
+        return tuple(refresh(*args, **kwargs))[:-1]
+
+    return inner
 
 
 def build() -> gr.Blocks:
@@ -93,7 +106,7 @@ def build() -> gr.Blocks:
         for ld in loaders:
             if ld.on_select is not None:
                 fn, inputs, outputs = ld.on_select
-                finished.change(fn, inputs, outputs, show_progress="hidden")
+                finished.change(quietly(fn), inputs, outputs[:-1], show_progress="hidden")
 
         loaded = demo.load(on_load, None, [status, tabs, *fill_outputs])
         loaded.then(lambda: gr.Timer(active=True), None, watch)

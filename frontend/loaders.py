@@ -12,7 +12,8 @@ from typing import Any
 class Loader:
     outputs: list = field(default_factory=list)  # Gradio components
     fill: Callable[[str], list[Any]] = lambda _token: []  # token -> one value per output
-    # (handler, inputs, outputs) run when the tab is selected: pickers stay current without a "refresh"
+    # (handler, inputs, outputs) run when the tab is selected and when a run succeeds: pickers stay current
+    # without a "refresh"; the last output is the tab's notice (left alone when a run's success triggers it)
     on_select: tuple[Callable, list, list] | None = None
     # (handler, inputs, outputs) run once the page has loaded (reads gr.Request.query_params)
     on_page_load: tuple[Callable, list, list] | None = None

@@ -134,15 +134,22 @@ def instruction_for(cfg: EvalConfig, task: str, index: int) -> str:
 def run_episode(
     env: SimEnv, policy: ChunkPolicy, start: StartState, instruction: str, max_steps: int, record: bool = False
 ) -> tuple[bool, int, list[np.ndarray]]:
-    """Run chunks open-loop until success or `max_steps`; return (success, steps, frames)."""
+    """Run chunks open-loop until success or `max_steps`; return (success, steps, frames).
+
+    The policy looks only at a chunk's last observation, so the steps inside a chunk are physics only (no
+    render) unless the episode is recorded; rendering reads the state and never changes it, so the outcome is
+    the same either way."""
     obs = env.reset(start)
     policy.reset(env.spec.name, instruction)
     frames = [obs.frame] if record else []
     steps = 0
     while steps < max_steps:
         chunk = np.asarray(policy.act(obs), dtype=np.float32).reshape(-1, 4)
-        for a in chunk:
-            obs, _, success = env.step(a)
+        for k, a in enumerate(chunk):
+            if record or k == len(chunk) - 1:
+                obs, _, success = env.step(a)
+            else:
+                success = env.advance(a)
             steps += 1
             if record:
                 frames.append(obs.frame)

@@ -76,6 +76,58 @@ class RecordingEnv:
         self.actions.append(np.asarray(action, np.float32).copy())
         return self.env.step(action)
 
+    def advance(self, action):
+        self.actions.append(np.asarray(action, np.float32).copy())
+        return self.env.advance(action)
+
+
+class WatchingPolicy:
+    """A chunk policy whose chunks depend on what it sees (the hand's position and the frame), and which keeps
+    every observation it was shown."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def reset(self, task: str, instruction: str) -> None:
+        self.seen.clear()
+
+    def act(self, obs) -> np.ndarray:
+        self.seen.append((obs.frame.copy(), np.asarray(obs.proprio).copy()))
+        toward = np.clip((np.array([0.0, 0.75, 0.2]) - obs.proprio[:3]) * 8.0, -1, 1)
+        grip = 1.0 if obs.frame.mean() > 100 else -1.0
+        return np.tile(np.append(toward, grip), (8, 1)).astype(np.float32)
+
+
+def test_unrecorded_episodes_skip_renders_inside_a_chunk_with_the_same_outcome():
+    """Physics-only steps inside a chunk: the policy sees the same observations and the episode ends the same
+    as when every step is rendered (recorded)."""
+    with SimEnv("reach-v3") as sim:
+        start = sim.sample_start(stream="eval", index=3)
+        outcomes, seen, renders = [], [], []
+        for record in (True, False):
+            policy, env = WatchingPolicy(), RecordingEnv(sim)
+            calls = [0]
+            render = sim.render
+
+            def counted(render=render, calls=calls):
+                calls[0] += 1
+                return render()
+
+            sim.render = counted
+            try:
+                success, steps, _ = run_episode(env, policy, start, "reach", max_steps=60, record=record)
+            finally:
+                del sim.render
+            outcomes.append((success, steps, np.stack(env.actions).tobytes()))
+            seen.append(policy.seen)
+            renders.append(calls[0])
+    assert outcomes[0] == outcomes[1]
+    assert len(seen[0]) == len(seen[1]) > 1
+    for (f0, p0), (f1, p1) in zip(*seen, strict=True):
+        np.testing.assert_array_equal(f0, f1)
+        np.testing.assert_array_equal(p0, p1)
+    assert renders[1] * 4 < renders[0]  # one render per chunk instead of one per step
+
 
 def test_simulator_receives_unnormalised_actions(smoke_policy_dir):
     """Would catch the released code's bug: normalised actions reaching a consumer trained on raw ones."""
