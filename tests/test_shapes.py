@@ -85,3 +85,21 @@ def test_simulator_reward_refuses_data_without_states(data7: str) -> None:
 
     with pytest.raises(NoSimulatorError, match="needs simulator states"):
         SimulatorReward(data7, lam=1.0)
+
+
+def test_reward_model_takes_shapes_from_its_world_model(data7: str, wm7: str, tmp_path: Path) -> None:
+    """A success classifier on a 7-D / 8-D / 128 px world model: its proprio input follows the world model,
+    it is stored, and a dataset of another shape is refused naming both."""
+    from models.checkpoint import read_config
+    from models.reward_model import load_reward_model, train_reward_model
+    from models.world_model import load_world_model
+    from sim.episodes import DatasetError
+
+    out = tmp_path / "rm"
+    train_reward_model(wm7, data7, str(out), preset="smoke", steps=5, min_steps=2, confirm=1)
+    assert read_config(out, "reward_model")["config"]["proprio_dim"] == 8
+    rm = load_reward_model(out, load_world_model(wm7))
+    assert rm.head[0].in_features == 4 * rm.cfg.channels + 8
+    with pytest.raises(DatasetError, match=r"4-D proprio and 4-D actions.*8-D proprio and 7-D actions"):
+        train_reward_model(wm7, write(tmp_path / "four.h5", 4, 4, 128), str(tmp_path / "rm4"), preset="smoke",
+                           steps=2)

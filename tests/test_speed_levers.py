@@ -52,6 +52,27 @@ def test_world_model_fused_optimizer_gives_the_same_training(tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bf16: training stays float32 there")
+def test_world_model_bf16_training_is_on_and_close_to_float32(tmp_path):
+    """bf16 autocast changes the rounding, not the recipe: the losses differ (the lever is on) but stay close, and
+    the weights stay float32."""
+    data = write_dot_dataset(tmp_path / "dots.h5", episodes=6, length=16)
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        runs[dtype] = tmp_path / dtype
+        train_world_model(str(data), str(runs[dtype]), preset="smoke", train_dtype=dtype, **WM_FAST)
+    for key in ("loss", "latent_mse"):
+        ra, rb = _rows(runs["float32"], key), _rows(runs["bfloat16"], key)
+        assert ra and [s for s, _ in ra] == [s for s, _ in rb]
+        assert any(x != y for (_, x), (_, y) in zip(ra, rb, strict=True))
+        for (_, x), (_, y) in zip(ra, rb, strict=True):
+            assert y == pytest.approx(x, rel=0.1, abs=1e-3)
+    assert all(v.dtype == torch.float32 for v in load_world_model(runs["bfloat16"]).state_dict().values()
+               if v.is_floating_point())
+    with pytest.raises(WMConfigError, match="train_dtype must be one of"):
+        make_config("smoke", train_dtype="float16")
+
+
 @pytest.mark.parametrize("lever", ["fused_optimizer", "channels_last"])
 def test_policy_levers_give_the_same_training(tiny_dataset, tmp_path, lever):
     kw = dict(preset="smoke", steps=8, log_every=2, eval_every=8, save_every=8, base_at=0.0,

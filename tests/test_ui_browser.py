@@ -375,6 +375,8 @@ def test_the_run_url_opens_an_evaluation_with_its_episode_table(pipeline, ui, st
     assert f"Run #{run.id} evaluate" in page.locator("#run-header").inner_text()
     assert page.locator("#run-header a.vr-permalink").get_attribute("href") == f"?run={run.id}"
     page.get_by_role("tab", name="Results & videos").click()
+    legend = plot_traces(page, "#run-success")  # the one name of each policy, as the pickers show it
+    assert len(legend) == 2 and all(re.match(r"^(policy/base|rft) #\d+ · run \d+$", n) for n in legend), legend
     table = page.locator("#run-episodes")
     table.get_by_text("8 of 8 episodes").wait_for()  # 2 tasks × 2 perturbations × 2 starts
     assert table.locator("tbody tr").count() == 8

@@ -78,6 +78,9 @@ class WMConfig:
     fused_optimizer: bool = False
     # precision of the rollout's convolutions at inference ("bfloat16": autocast, where the CPU has native bf16)
     rollout_dtype: str = "float32"
+    # precision of the training steps' convolutions and linear layers ("bfloat16": autocast where the CPU has
+    # native bf16; weights, optimiser state and latents stay float32)
+    train_dtype: str = "float32"
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -103,8 +106,9 @@ class WMConfig:
         check_fields(self, "positive", ("ae_lr", "dyn_lr", "grad_clip"), WMConfigError)
         check_fields(self, "fraction", ("heldout_fraction",), WMConfigError)
         check_device(self, WMConfigError)
-        if self.rollout_dtype not in ROLLOUT_DTYPES:
-            raise WMConfigError(f"rollout_dtype must be one of {', '.join(ROLLOUT_DTYPES)}, got {self.rollout_dtype!r}")
+        for name in ("rollout_dtype", "train_dtype"):
+            if getattr(self, name) not in ROLLOUT_DTYPES:
+                raise WMConfigError(f"{name} must be one of {', '.join(ROLLOUT_DTYPES)}, got {getattr(self, name)!r}")
         if self.image_size is not None and self.image_size % 8:
             raise WMConfigError(f"image size {self.image_size} is not divisible by 8")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from models.world_model.autoencoder import expand_context
 from models.world_model.config import INHERITED, WMConfig, WMConfigError, make_config
 from models.world_model.data import FrameStore, load_store, split_by_task
 from models.world_model.metrics import frame_psnr, moving_mask, moving_sums, psnr_from_mse
-from models.world_model.model import ARCH, KIND, WorldModel
+from models.world_model.model import ARCH, KIND, WorldModel, native_bf16
 
 # split -> keys of every row of that split in metrics.jsonl (besides step, time, split)
 METRIC_SCHEMA: dict[str, tuple[str, ...]] = {
@@ -226,6 +227,11 @@ def train_world_model(
     fused = cfg.fused_optimizer or None  # None: torch's default (the per-parameter loop on the CPU)
     opt_ae = torch.optim.AdamW(wm.ae.parameters(), lr=cfg.ae_lr, weight_decay=cfg.weight_decay, fused=fused)
     opt_dyn = torch.optim.AdamW(wm.dynamics.parameters(), lr=cfg.dyn_lr, weight_decay=cfg.weight_decay, fused=fused)
+    bf16 = cfg.train_dtype == "bfloat16" and device.type == "cpu" and native_bf16()
+
+    def amp():  # the training steps' precision; emulated bf16 would be slower than float32, so it stays off there
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+
     rng = np.random.default_rng(cfg.seed)
     step = 0
     total = cfg.ae_steps + cfg.dyn_steps
@@ -288,11 +294,12 @@ def train_world_model(
         tgt = np.minimum(t[:, None] + gaps, end[:, None]).reshape(-1)
         ctx = _float(torch.from_numpy(store.frames[t]).permute(0, 3, 1, 2)).to(device)
         real = _float(torch.from_numpy(store.frames[tgt]).permute(0, 3, 1, 2)).to(device)
-        cstate = expand_context(wm.ae.context_state(ctx), 2)
-        z = wm.ae.encode(real)
-        z = z + cfg.ae_latent_noise * (2.0 * torch.rand_like(z) - 1.0)
-        rec = wm.ae.decode(z, cstate)
-        loss = _weighted_l1(rec, real, cstate["frame"], cfg.ae_moving_weight)
+        with amp():
+            cstate = expand_context(wm.ae.context_state(ctx), 2)
+            z = wm.ae.encode(real)
+            z = z + cfg.ae_latent_noise * (2.0 * torch.rand_like(z) - 1.0)
+            rec = wm.ae.decode(z, cstate).float()
+            loss = _weighted_l1(rec, real, cstate["frame"], cfg.ae_moving_weight)
         opt_ae.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(wm.ae.parameters(), cfg.grad_clip)
@@ -336,21 +343,22 @@ def train_world_model(
             z_ctx_all = latents[b["ctx_index"]].float().to(device)  # (B, C, lat, h, w)
             z_true = latents[b["fut_index"]].float().to(device)  # (B, T, lat, h, w)
             ctx_frames = _float(b["context"]).to(device)
-            with torch.no_grad():
-                cstate = wm.ae.context_state(ctx_frames[:, -1])
-            state = wm.begin_from_latents(z_ctx_all, cstate)
-            zs, hand, _ = wm.unroll(state, wm.normalize_actions(b["actions"].to(device)))
-            z_pred = torch.stack(zs, 1)
-            latent_mse = F.mse_loss(z_pred, z_true)
-            hand_mse = F.mse_loss(hand, (b["future_proprio"].to(device) - p_mean) / p_std)
             pix_steps = sorted({h - 1, *rng.choice(h, max(0, cfg.pixel_steps - 1), replace=False).tolist()})
-            pixel_l1 = z_pred.new_zeros(())
-            if cfg.pixel_weight > 0 and pix_steps:
-                zsel = z_pred[:, pix_steps].flatten(0, 1)
-                real = _float(b["future"][:, pix_steps]).flatten(0, 1).to(device)
-                csel = expand_context(cstate, len(pix_steps))
-                pixel_l1 = _weighted_l1(wm.ae.decode(zsel, csel), real, csel["frame"], cfg.moving_weight)
-            loss = cfg.latent_weight * latent_mse + cfg.pixel_weight * pixel_l1 + cfg.hand_weight * hand_mse
+            with amp():
+                with torch.no_grad():
+                    cstate = wm.ae.context_state(ctx_frames[:, -1])
+                state = wm.begin_from_latents(z_ctx_all, cstate)
+                zs, hand, _ = wm.unroll(state, wm.normalize_actions(b["actions"].to(device)))
+                z_pred = torch.stack(zs, 1).float()
+                latent_mse = F.mse_loss(z_pred, z_true)
+                hand_mse = F.mse_loss(hand.float(), (b["future_proprio"].to(device) - p_mean) / p_std)
+                pixel_l1 = z_pred.new_zeros(())
+                if cfg.pixel_weight > 0 and pix_steps:
+                    zsel = z_pred[:, pix_steps].flatten(0, 1)
+                    real = _float(b["future"][:, pix_steps]).flatten(0, 1).to(device)
+                    csel = expand_context(cstate, len(pix_steps))
+                    pixel_l1 = _weighted_l1(wm.ae.decode(zsel, csel).float(), real, csel["frame"], cfg.moving_weight)
+                loss = cfg.latent_weight * latent_mse + cfg.pixel_weight * pixel_l1 + cfg.hand_weight * hand_mse
             opt_dyn.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(wm.dynamics.parameters(), cfg.grad_clip)
