@@ -29,6 +29,8 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.report import write_report
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -414,14 +416,6 @@ def services_up() -> str | None:
         return None
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
-
-
-def write_report(report: dict, path: Path) -> dict:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(path)
-    return report
 
 
 def main(argv: list[str] | None = None) -> dict:

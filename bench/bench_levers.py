@@ -21,7 +21,6 @@ Writes bench/out/levers.json and prints the markdown table for docs/results.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -35,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+
+from bench.report import write_report
 
 OUT = Path(__file__).resolve().parent / "out"
 STAGES = ("autoencoder", "dynamics", "policy")
@@ -372,11 +373,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("bf16 rollout PSNR …", flush=True)
         report["bf16_psnr"] = bf16_psnr(args.wm, args.heldout, threads=1)
     torch.set_num_threads(2)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(f".{out.name}.part")
-    part.write_text(json.dumps(report, indent=1))
-    part.replace(out)
+    write_report(report, Path(args.out))
     print(markdown(report))
     return report
 

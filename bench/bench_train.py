@@ -19,7 +19,6 @@ Writes bench/out/train_profile.json and prints the markdown tables for docs/resu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -34,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
+
+from bench.report import write_report
 
 OUT = Path(__file__).resolve().parent / "out"
 STAGES = ("autoencoder", "dynamics", "policy", "rft")
@@ -451,11 +452,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("evaluation and imagination …", flush=True)
         report["evaluation"] = evaluation(chunks=15 if args.quick else 50)
         report["imagination"] = imagination(repeats=2 if args.quick else 5, sim_steps=100 if args.quick else 300)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(f".{out.name}.part")
-    tmp_out.write_text(json.dumps(report, indent=1))
-    tmp_out.replace(out)
+    write_report(report, Path(args.out))
     print(markdown(report))
     return report
 

@@ -3,7 +3,6 @@ folder or a LIBERO .hdf5 file, follow the `import` run that converts it, then sh
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -70,12 +69,9 @@ def wire(panel: ImportPanel, notice: gr.HTML, table: gr.HTML, selected: gr.State
                                    camera=(camera or "").strip() or None)
         finally:  # the API keeps its own copy
             Path(path).unlink(missing_ok=True)
-        while True:
+        for seen in c.follow(run.id, poll=POLL_S):
+            run = seen  # the last one is the ended run
             yield _status(run), "", gr.skip()
-            if run.done:
-                break
-            time.sleep(POLL_S)
-            run = c.run(run.id)
         if run.status != "succeeded":
             yield gr.skip(), render.notice(f"Import run #{run.id}: {run.error or run.status}"), gr.skip()
             return

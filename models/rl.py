@@ -354,10 +354,11 @@ def train_rl(policy: str, out: str, world: str = "sim", steps: int | None = None
     device = device_for(cfg.device)
     base_cfg = read_config(policy, "policy")
     if world == "sim":
-        from sim.episodes import require_simulator
+        from sim.episodes import SIM_ACTION_DIM, SIM_PROPRIO_DIM, require_simulator
 
         shapes = base_cfg.get("policy", {})
-        require_simulator(int(shapes.get("action_dim", 4)), int(shapes.get("proprio_dim", 4)), f"policy {policy}")
+        require_simulator(int(shapes.get("action_dim", SIM_ACTION_DIM)),
+                          int(shapes.get("proprio_dim", SIM_PROPRIO_DIM)), f"policy {policy}")
     out_dir = output_folder(out)
 
     state = load_train_state(out_dir) if resume else None

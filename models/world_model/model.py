@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -24,9 +25,18 @@ class RolloutInputError(InputError):
     pass
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU runs bf16 convolutions natively (AVX512-BF16 / AMX); elsewhere bf16 is emulated and slow."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def precision(dtype: str, device: torch.device):
+    """The context a rollout or training step runs in: a bf16 autocast where `dtype` asks for it and the CPU runs
+    bf16 natively; float32 everywhere else."""
+    if dtype == "bfloat16" and device.type == "cpu" and native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 @dataclass
@@ -65,9 +75,7 @@ class WorldModel(nn.Module):
         self.rollout_dtype = name
 
     def _precision(self):
-        if self.rollout_dtype == "bfloat16" and self.device.type == "cpu" and native_bf16():
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return nullcontext()
+        return precision(self.rollout_dtype, self.device)
 
     # -- what callers need to know --------------------------------------------------------------
     @property

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from models.world_model.autoencoder import expand_context
 from models.world_model.config import INHERITED, WMConfig, WMConfigError, make_config
 from models.world_model.data import FrameStore, load_store, split_by_task
 from models.world_model.metrics import frame_psnr, moving_mask, moving_sums, psnr_from_mse
-from models.world_model.model import ARCH, KIND, WorldModel, native_bf16
+from models.world_model.model import ARCH, KIND, WorldModel, precision
 
 # split -> keys of every row of that split in metrics.jsonl (besides step, time, split)
 METRIC_SCHEMA: dict[str, tuple[str, ...]] = {
@@ -227,10 +226,9 @@ def train_world_model(
     fused = cfg.fused_optimizer or None  # None: torch's default (the per-parameter loop on the CPU)
     opt_ae = torch.optim.AdamW(wm.ae.parameters(), lr=cfg.ae_lr, weight_decay=cfg.weight_decay, fused=fused)
     opt_dyn = torch.optim.AdamW(wm.dynamics.parameters(), lr=cfg.dyn_lr, weight_decay=cfg.weight_decay, fused=fused)
-    bf16 = cfg.train_dtype == "bfloat16" and device.type == "cpu" and native_bf16()
 
-    def amp():  # the training steps' precision; emulated bf16 would be slower than float32, so it stays off there
-        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    def amp():  # the training steps' precision
+        return precision(cfg.train_dtype, device)
 
     rng = np.random.default_rng(cfg.seed)
     step = 0
